@@ -1,0 +1,102 @@
+//! `ssa eval`: rebuild a model from a checkpoint alone and score it on the test set.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::checkpoint::{self, LayerInfo};
+use crate::data::{load_split, BatchLoader, DatasetKind, Normalization, Split};
+use crate::device::open_device;
+use crate::error::Result;
+use crate::metrics::evaluate;
+
+/// Options of `ssa eval`; `None` takes the value stored in the checkpoint's config.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    pub data_dir: Option<PathBuf>,
+    pub limit: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub device: Option<String>,
+}
+
+/// What `ssa eval` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub checkpoint: PathBuf,
+    pub arch: String,
+    pub rule: String,
+    pub dataset: String,
+    pub epoch: usize,
+    pub test_images: usize,
+    pub test_loss: f64,
+    pub test_top1: f64,
+    pub test_top5: f64,
+    pub params: usize,
+    pub layers: Vec<LayerInfo>,
+}
+
+/// Loads the checkpoint at `path` and evaluates it.
+pub fn evaluate_checkpoint(path: &Path, options: &EvalOptions) -> Result<EvalReport> {
+    let config_device = String::from("cpu");
+    let device = open_device(options.device.as_ref().unwrap_or(&config_device))?;
+    let checkpoint = checkpoint::load(path, &device)?;
+    let config = &checkpoint.meta.config;
+    let model = checkpoint.build_model(&device)?;
+
+    let kind = DatasetKind::from_name(&config.data.dataset)?;
+    let data_dir = options.data_dir.clone().unwrap_or_else(|| PathBuf::from(config.data_dir()));
+    let limit = options.limit.unwrap_or(config.data.test_limit);
+    let test_set = load_split(kind, &data_dir, Split::Test, limit)?;
+    let loader = BatchLoader {
+        dataset: Arc::new(test_set),
+        batch_size: options.batch_size.unwrap_or(config.train.batch_size),
+        normalization: Normalization::for_dataset(kind),
+        shuffle: false,
+        augment: false,
+        seed: config.experiment.seed,
+    };
+    let result = evaluate(&model, &loader, &device)?;
+    Ok(EvalReport {
+        checkpoint: path.to_path_buf(),
+        arch: checkpoint.meta.arch.clone(),
+        rule: checkpoint.meta.rule.clone(),
+        dataset: config.data.dataset.clone(),
+        epoch: checkpoint.meta.epoch,
+        test_images: result.images,
+        test_loss: result.loss,
+        test_top1: result.top1,
+        test_top5: result.top5,
+        params: model.num_params(),
+        layers: checkpoint::layer_infos(&model),
+    })
+}
+
+impl EvalReport {
+    /// Renders the report as aligned text.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("checkpoint  {}\n", self.checkpoint.display()));
+        out.push_str(&format!(
+            "model       {} trained with {} on {} for {} epochs\n",
+            self.arch, self.rule, self.dataset, self.epoch
+        ));
+        out.push_str(&format!("test images {}\n", self.test_images));
+        out.push_str(&format!("test loss   {:.4}\n", self.test_loss));
+        out.push_str(&format!("test top-1  {:.4}\n", self.test_top1));
+        out.push_str(&format!("test top-5  {:.4}\n", self.test_top5));
+        out.push_str(&format!("params      {}\n", self.params));
+        out.push_str(&format!("{:<24} {:<18} {:>6} {:>10}\n", "layer", "shape", "rank", "full rank"));
+        for layer in &self.layers {
+            let shape: Vec<String> = layer.shape.iter().map(|d| d.to_string()).collect();
+            out.push_str(&format!(
+                "{:<24} {:<18} {:>6} {:>10}\n",
+                layer.name,
+                shape.join("×"),
+                layer.rank,
+                layer.full_rank
+            ));
+        }
+        out
+    }
+}

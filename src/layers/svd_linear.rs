@@ -1,0 +1,59 @@
+//! A linear layer in SVD form: `a = U (s ⊙ (Vᵀ x)) + b`, never forming W.
+
+use candle_core::{Tensor, Var};
+
+use super::param::{Param, ParamGroup, WeightSource};
+use super::svd_factors::SvdFactors;
+use crate::error::Result;
+
+/// Linear layer `W = U diag(s) Vᵀ` with `W ∈ R^{out×in}`, costing `r(in + out)` multiply-adds
+/// per sample.
+#[derive(Debug, Clone)]
+pub struct SvdLinear {
+    pub factors: SvdFactors,
+    /// `[out_features]`.
+    pub bias: Var,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl SvdLinear {
+    /// Builds the layer `name` from `source`.
+    pub fn new(name: &str, in_features: usize, out_features: usize, source: &mut WeightSource) -> Result<Self> {
+        let tensors = source.svd_factors(name, out_features, in_features, in_features)?;
+        let bias = source.bias(&format!("{name}.bias"), out_features, in_features)?;
+        Ok(Self {
+            factors: SvdFactors::new(name, vec![out_features, in_features], tensors)?,
+            bias: Var::from_tensor(&bias)?,
+            in_features,
+            out_features,
+        })
+    }
+
+    /// Maps `[N, in]` to `[N, out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let f = &self.factors;
+        // Scaling V's columns by s costs r·in, scaling the activations would cost N·r.
+        let vs = f.v.broadcast_mul(&f.s.unsqueeze(0)?)?;
+        let hidden = x.matmul(&vs)?;
+        Ok(hidden.matmul(&f.u.t()?)?.broadcast_add(&self.bias)?)
+    }
+
+    /// The trainable parameters.
+    pub fn params(&self) -> Vec<Param> {
+        let mut params = self.factors.params();
+        params.push(Param {
+            name: format!("{}.bias", self.factors.name),
+            var: self.bias.clone(),
+            group: ParamGroup::Other,
+        });
+        params
+    }
+
+    /// Every tensor to save.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = self.factors.named_tensors();
+        tensors.push((format!("{}.bias", self.factors.name), self.bias.as_tensor().clone()));
+        tensors
+    }
+}

@@ -1,0 +1,205 @@
+//! The three kinds of unit: convolution, linear and residual block.
+
+use candle_core::Tensor;
+
+use super::Unit;
+use crate::error::Result;
+use crate::layers::ops::{global_avg_pool, max_pool2};
+use crate::layers::{BatchNorm, Param, SvdConv2d, SvdFactors, SvdLinear};
+
+/// Convolution pair, optional BatchNorm, ReLU, optional 2×2 max pooling.
+pub struct ConvUnit {
+    pub name: String,
+    pub conv: SvdConv2d,
+    pub bn: Option<BatchNorm>,
+    pub pool: bool,
+}
+
+impl Unit for ConvUnit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = self.conv.forward(x)?;
+        if let Some(bn) = &self.bn {
+            h = bn.forward(&h, train)?;
+        }
+        h = h.relu()?;
+        if self.pool {
+            h = max_pool2(&h)?;
+        }
+        Ok(h)
+    }
+
+    fn params(&self) -> Vec<Param> {
+        let mut params = self.conv.params();
+        params.extend(self.bn.iter().flat_map(|bn| bn.params()));
+        params
+    }
+
+    fn svd_layers(&self) -> Vec<&SvdFactors> {
+        vec![&self.conv.factors]
+    }
+
+    fn batch_norms(&self) -> Vec<&BatchNorm> {
+        self.bn.iter().collect()
+    }
+
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = self.conv.named_tensors();
+        tensors.extend(self.bn.iter().flat_map(|bn| bn.named_tensors()));
+        tensors
+    }
+}
+
+/// How a linear unit reshapes its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearInput {
+    /// The input is already `[N, features]`.
+    Flat,
+    /// Flatten `[N, H, W, C]` to `[N, H·W·C]`.
+    Flatten,
+    /// Average `[N, H, W, C]` over H and W.
+    GlobalAvgPool,
+}
+
+/// Linear layer with an optional ReLU; the classifier is a linear unit without ReLU.
+pub struct LinearUnit {
+    pub name: String,
+    pub input: LinearInput,
+    pub linear: SvdLinear,
+    pub relu: bool,
+}
+
+impl Unit for LinearUnit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let flat = match self.input {
+            LinearInput::Flat => x.clone(),
+            LinearInput::Flatten => x.flatten_from(1)?,
+            LinearInput::GlobalAvgPool => global_avg_pool(x)?,
+        };
+        let h = self.linear.forward(&flat)?;
+        Ok(if self.relu { h.relu()? } else { h })
+    }
+
+    fn params(&self) -> Vec<Param> {
+        self.linear.params()
+    }
+
+    fn svd_layers(&self) -> Vec<&SvdFactors> {
+        vec![&self.linear.factors]
+    }
+
+    fn batch_norms(&self) -> Vec<&BatchNorm> {
+        Vec::new()
+    }
+
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.linear.named_tensors()
+    }
+}
+
+/// Shortcut of a residual block whose shape changes.
+pub enum Shortcut {
+    /// The input as it is (same shape).
+    Identity,
+    /// Subsample by the stride and zero-pad the new channels (option A of the CIFAR ResNet).
+    PadChannels { stride: usize, extra: usize },
+    /// 1×1 convolution pair with BatchNorm (option B).
+    Projection { conv: SvdConv2d, bn: Option<BatchNorm> },
+}
+
+/// Basic residual block: `relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))`.
+pub struct ResidualBlock {
+    pub name: String,
+    pub conv1: SvdConv2d,
+    pub bn1: Option<BatchNorm>,
+    pub conv2: SvdConv2d,
+    pub bn2: Option<BatchNorm>,
+    pub shortcut: Shortcut,
+}
+
+impl ResidualBlock {
+    fn shortcut(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match &self.shortcut {
+            Shortcut::Identity => Ok(x.clone()),
+            Shortcut::PadChannels { stride, extra } => {
+                let (n, h, w, c) = x.dims4()?;
+                let sub = x
+                    .reshape((n, h / stride, *stride, w / stride, *stride, c))?
+                    .narrow(4, 0, 1)?
+                    .narrow(2, 0, 1)?
+                    .reshape((n, h / stride, w / stride, c))?;
+                let front = extra / 2;
+                Ok(sub.pad_with_zeros(3, front, extra - front)?)
+            }
+            Shortcut::Projection { conv, bn } => {
+                let h = conv.forward(x)?;
+                match bn {
+                    Some(bn) => bn.forward(&h, train),
+                    None => Ok(h),
+                }
+            }
+        }
+    }
+}
+
+fn maybe_bn(bn: &Option<BatchNorm>, x: Tensor, train: bool) -> Result<Tensor> {
+    match bn {
+        Some(bn) => bn.forward(&x, train),
+        None => Ok(x),
+    }
+}
+
+impl Unit for ResidualBlock {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let h = maybe_bn(&self.bn1, self.conv1.forward(x)?, train)?.relu()?;
+        let h = maybe_bn(&self.bn2, self.conv2.forward(&h)?, train)?;
+        Ok((h + self.shortcut(x, train)?)?.relu()?)
+    }
+
+    fn params(&self) -> Vec<Param> {
+        let mut params = self.conv1.params();
+        params.extend(self.conv2.params());
+        if let Shortcut::Projection { conv, .. } = &self.shortcut {
+            params.extend(conv.params());
+        }
+        params.extend(self.batch_norms().into_iter().flat_map(|bn| bn.params()));
+        params
+    }
+
+    fn svd_layers(&self) -> Vec<&SvdFactors> {
+        let mut layers = vec![&self.conv1.factors, &self.conv2.factors];
+        if let Shortcut::Projection { conv, .. } = &self.shortcut {
+            layers.push(&conv.factors);
+        }
+        layers
+    }
+
+    fn batch_norms(&self) -> Vec<&BatchNorm> {
+        let mut norms: Vec<&BatchNorm> = self.bn1.iter().chain(self.bn2.iter()).collect();
+        if let Shortcut::Projection { bn: Some(bn), .. } = &self.shortcut {
+            norms.push(bn);
+        }
+        norms
+    }
+
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = self.conv1.named_tensors();
+        tensors.extend(self.conv2.named_tensors());
+        if let Shortcut::Projection { conv, .. } = &self.shortcut {
+            tensors.extend(conv.named_tensors());
+        }
+        tensors.extend(self.batch_norms().into_iter().flat_map(|bn| bn.named_tensors()));
+        tensors
+    }
+}
