@@ -47,6 +47,29 @@ pub struct CheckpointMeta {
     pub test_top1: Option<f64>,
     /// Adam's update count for each parameter.
     pub optimizer_steps: HashMap<String, usize>,
+    /// Steps the learning rule has taken.
+    #[serde(default)]
+    pub rule_steps: usize,
+    /// Best test top-1 of the run so far.
+    #[serde(default)]
+    pub best_test_top1: Option<f64>,
+    /// Progress through an unfinished epoch, for a checkpoint written on interruption.
+    #[serde(default)]
+    pub progress: Option<EpochProgress>,
+}
+
+/// Running sums of an epoch that was interrupted, so that resuming reproduces its metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// The epoch in progress, counted from 0.
+    pub epoch: usize,
+    /// Steps of that epoch already taken.
+    pub steps: usize,
+    pub images: usize,
+    pub seconds: f64,
+    pub loss_sum: f32,
+    pub correct: f32,
+    pub terms: [f32; 4],
 }
 
 /// A checkpoint read back from disk.

@@ -17,6 +17,7 @@ pub struct Config {
     pub data: DataConfig,
     pub model: ModelConfig,
     pub method: MethodConfig,
+    pub rank: RankConfig,
     pub train: TrainConfig,
 }
 
@@ -139,6 +140,34 @@ impl Default for MethodConfig {
     }
 }
 
+/// `[rank]`: the rank schedule of the SVD layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankConfig {
+    /// `none` (full rank throughout) or `hybrid` (linear phase, then energy phase).
+    pub schedule: String,
+    /// Epochs between pruning events; shorter runs prune at every epoch end.
+    pub prune_every: usize,
+    /// Share of the epochs spent in the linear phase.
+    pub phase1_fraction: f64,
+    /// No layer goes below `ceil(min_fraction · full rank)`.
+    pub min_fraction: f64,
+    /// Share of `Σ s²` that the energy phase keeps.
+    pub energy: f64,
+}
+
+impl Default for RankConfig {
+    fn default() -> Self {
+        Self {
+            schedule: "none".into(),
+            prune_every: 10,
+            phase1_fraction: 0.3,
+            min_fraction: 0.3,
+            energy: 0.95,
+        }
+    }
+}
+
 /// `[train]`: optimisation, schedule, device and cadence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -173,6 +202,9 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Write `checkpoints/last.safetensors` every N epochs (the last epoch is always written).
     pub checkpoint_every: usize,
+    /// On a non-finite loss or gradient: `stop` (error naming the step, layer and term) or
+    /// `skip_batch` (drop the batch's updates, restore BatchNorm statistics, log a warning).
+    pub on_nan: String,
 }
 
 impl Default for TrainConfig {
@@ -194,6 +226,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             eval_every: 1,
             checkpoint_every: 1,
+            on_nan: "stop".into(),
         }
     }
 }
@@ -206,6 +239,18 @@ pub const ALIGNMENTS: &[&str] = &["factor", "subspace"];
 pub const SHORTCUTS: &[&str] = &["a", "b"];
 pub const OPTIMIZERS: &[&str] = &["adam"];
 pub const LR_SCHEDULES: &[&str] = &["constant", "cosine", "step"];
+pub const RANK_SCHEDULES: &[&str] = &["none", "hybrid"];
+pub const ON_NAN: &[&str] = &["stop", "skip_batch"];
+/// Keys that may change when a run is resumed; any other difference is rejected.
+pub const RESUMABLE_KEYS: &[&str] = &[
+    "experiment.out_dir",
+    "data.dir",
+    "train.epochs",
+    "train.device",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.on_nan",
+];
 
 impl Config {
     /// Reads a TOML file, applies `KEY=VALUE` overrides and validates the result.
@@ -237,7 +282,7 @@ impl Config {
         toml::to_string_pretty(self).expect("a Config always serialises to TOML")
     }
 
-    /// The dataset directory: `data.dir`, or `data/<official directory name>` when empty.
+    /// Returns the dataset directory: `data.dir`, or `data/<official directory name>` when empty.
     pub fn data_dir(&self) -> String {
         if !self.data.dir.is_empty() {
             return self.data.dir.clone();
@@ -274,9 +319,23 @@ impl Config {
         }
         positive("method.feedback_scale", me.feedback_scale)?;
 
+        let r = &self.rank;
+        one_of("rank.schedule", &r.schedule, RANK_SCHEDULES)?;
+        at_least_one("rank.prune_every", r.prune_every)?;
+        for (key, value) in [
+            ("rank.phase1_fraction", r.phase1_fraction),
+            ("rank.min_fraction", r.min_fraction),
+            ("rank.energy", r.energy),
+        ] {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(out_of_range(key, value, "a number in (0, 1]"));
+            }
+        }
+
         let t = &self.train;
         one_of("train.optimizer", &t.optimizer, OPTIMIZERS)?;
         one_of("train.lr_schedule", &t.lr_schedule, LR_SCHEDULES)?;
+        one_of("train.on_nan", &t.on_nan, ON_NAN)?;
         at_least_one("train.epochs", t.epochs)?;
         at_least_one("train.batch_size", t.batch_size)?;
         at_least_one("train.eval_every", t.eval_every)?;
@@ -297,6 +356,27 @@ impl Config {
         }
         crate::device::parse_device_name(&t.device)?;
         Ok(())
+    }
+
+    /// Lists the dotted keys whose values differ between `self` and `other`, except those in
+    /// [`RESUMABLE_KEYS`].
+    pub fn incompatible_keys(&self, other: &Config) -> Vec<String> {
+        let flat = |config: &Config| -> Vec<(String, String)> {
+            let value = toml::Value::try_from(config).expect("config serialises");
+            let mut out = Vec::new();
+            for (section, table) in value.as_table().expect("config is a table") {
+                for (key, v) in table.as_table().expect("sections are tables") {
+                    out.push((format!("{section}.{key}"), v.to_string()));
+                }
+            }
+            out
+        };
+        flat(self)
+            .into_iter()
+            .zip(flat(other))
+            .filter(|((key, a), (_, b))| a != b && !RESUMABLE_KEYS.contains(&key.as_str()))
+            .map(|((key, a), (_, b))| format!("{key} ({a} → {b})"))
+            .collect()
     }
 }
 

@@ -25,6 +25,10 @@ pub enum Error {
     #[error("training diverged: {0}")]
     Diverged(String),
 
+    /// Training stopped on SIGINT or SIGTERM after writing a checkpoint.
+    #[error("interrupted: checkpoint written; resume with `ssa train --resume {}`", run_dir.display())]
+    Interrupted { run_dir: PathBuf },
+
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::checkpoint::{self, LayerInfo};
+use crate::accounting::{model_cost, ModelCost};
+use crate::summary::cost_table;
+use crate::checkpoint;
 use crate::data::{load_split, BatchLoader, DatasetKind, Normalization, Split};
 use crate::device::open_device;
 use crate::error::Result;
@@ -20,7 +22,7 @@ pub struct EvalOptions {
     pub device: Option<String>,
 }
 
-/// What `ssa eval` prints.
+/// Report printed by `ssa eval`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     pub checkpoint: PathBuf,
@@ -32,8 +34,12 @@ pub struct EvalReport {
     pub test_loss: f64,
     pub test_top1: f64,
     pub test_top5: f64,
-    pub params: usize,
-    pub layers: Vec<LayerInfo>,
+    /// Inference MFLOPs per image at the stored ranks, and of the dense model.
+    pub mflops: f64,
+    pub dense_mflops: f64,
+    /// Parameters and multiply-adds, in total and per layer.
+    #[serde(flatten)]
+    pub cost: ModelCost,
 }
 
 /// Loads the checkpoint at `path` and evaluates it.
@@ -57,6 +63,7 @@ pub fn evaluate_checkpoint(path: &Path, options: &EvalOptions) -> Result<EvalRep
         seed: config.experiment.seed,
     };
     let result = evaluate(&model, &loader, &device)?;
+    let cost = model_cost(&model);
     Ok(EvalReport {
         checkpoint: path.to_path_buf(),
         arch: checkpoint.meta.arch.clone(),
@@ -67,8 +74,9 @@ pub fn evaluate_checkpoint(path: &Path, options: &EvalOptions) -> Result<EvalRep
         test_loss: result.loss,
         test_top1: result.top1,
         test_top5: result.top5,
-        params: model.num_params(),
-        layers: checkpoint::layer_infos(&model),
+        mflops: cost.mflops(),
+        dense_mflops: cost.dense_mflops(),
+        cost,
     })
 }
 
@@ -85,18 +93,7 @@ impl EvalReport {
         out.push_str(&format!("test loss   {:.4}\n", self.test_loss));
         out.push_str(&format!("test top-1  {:.4}\n", self.test_top1));
         out.push_str(&format!("test top-5  {:.4}\n", self.test_top5));
-        out.push_str(&format!("params      {}\n", self.params));
-        out.push_str(&format!("{:<24} {:<18} {:>6} {:>10}\n", "layer", "shape", "rank", "full rank"));
-        for layer in &self.layers {
-            let shape: Vec<String> = layer.shape.iter().map(|d| d.to_string()).collect();
-            out.push_str(&format!(
-                "{:<24} {:<18} {:>6} {:>10}\n",
-                layer.name,
-                shape.join("×"),
-                layer.rank,
-                layer.full_rank
-            ));
-        }
+        out.push_str(&cost_table(&self.cost, None));
         out
     }
 }

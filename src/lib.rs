@@ -4,6 +4,7 @@
 //! The binary is thin glue over this library: [`train::train`] runs an experiment from a
 //! [`config::Config`], [`eval::evaluate_checkpoint`] scores a checkpoint.
 
+pub mod accounting;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -18,6 +19,7 @@ pub mod optim;
 pub mod rng;
 pub mod rules;
 pub mod ssa;
+pub mod summary;
 pub mod train;
 
 pub use error::{Error, Result};

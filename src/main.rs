@@ -1,7 +1,7 @@
 //! Command-line entry point: parses arguments and calls one library function per subcommand.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -25,9 +25,15 @@ enum Command {
     /// Train a model from a TOML config; writes a run directory with the resolved config,
     /// metrics.csv, checkpoints and a log.
     Train {
-        /// Experiment config (TOML), for example configs/cifar10_vgg13.toml.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        /// Experiment config (TOML), for example configs/cifar10_vgg13.toml. With --resume it
+        /// defaults to the config stored in the checkpoint.
+        #[arg(long, value_name = "FILE", required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// Continue an interrupted or finished run: its directory, or a checkpoint inside its
+        /// checkpoints/ folder. Only train.epochs, train.device, train.eval_every,
+        /// train.checkpoint_every, train.on_nan, data.dir and experiment.out_dir may change.
+        #[arg(long, value_name = "RUN_DIR|CKPT")]
+        resume: Option<PathBuf>,
         /// Override a config key by its dotted path with a TOML value, for example
         /// --set train.epochs=2 --set data.train_limit=512. Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -42,6 +48,16 @@ enum Command {
         /// --features cuda).
         #[arg(long, value_name = "DEVICE")]
         device: Option<String>,
+    },
+    /// Print the model's per-layer table (type, shape, rank, parameters, inference MFLOPs and
+    /// the dense equivalents) without training.
+    Summary {
+        /// Experiment config (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Override a config key by its dotted path with a TOML value. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// Evaluate a checkpoint on the test set; the model is rebuilt from the checkpoint alone.
     Eval {
@@ -96,14 +112,18 @@ impl std::io::Write for LogFile {
     }
 }
 
-fn run_train(
-    config_path: &Path,
-    mut overrides: Vec<String>,
+/// Options of `ssa train`.
+struct TrainArgs {
+    config: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    overrides: Vec<String>,
     data_dir: Option<PathBuf>,
     out: Option<PathBuf>,
     device: Option<String>,
-    log_file: &Mutex<Option<File>>,
-) -> anyhow::Result<()> {
+}
+
+fn run_train(args: TrainArgs, log_file: &Mutex<Option<File>>) -> anyhow::Result<()> {
+    let TrainArgs { config, resume, mut overrides, data_dir, out, device } = args;
     let quote = |value: &str| toml::Value::String(value.to_string()).to_string();
     if let Some(dir) = data_dir {
         overrides.push(format!("data.dir={}", quote(&dir.to_string_lossy())));
@@ -114,14 +134,40 @@ fn run_train(
     if let Some(device) = device {
         overrides.push(format!("train.device={}", quote(&device)));
     }
-    let config = Config::load(config_path, &overrides)?;
-    let run_dir = ssa::train::create_run_dir(&config)?;
+    ssa::train::install_signal_handler()?;
+
+    let (config, run_dir, checkpoint) = match &resume {
+        Some(target) => {
+            let (run_dir, checkpoint) = ssa::train::resume_paths(target)?;
+            let config = match &config {
+                Some(path) => Config::load(path, &overrides)?,
+                None => {
+                    let stored = ssa::checkpoint::load(&checkpoint, &candle_core::Device::Cpu)?.meta.config;
+                    Config::from_toml_str(&stored.to_toml_string(), &overrides)?
+                }
+            };
+            (config, run_dir, Some(checkpoint))
+        }
+        None => {
+            let path = config.as_deref().context("--config is required unless --resume is given")?;
+            let config = Config::load(path, &overrides)?;
+            let run_dir = ssa::train::create_run_dir(&config)?;
+            (config, run_dir, None)
+        }
+    };
     let log_path = run_dir.join("train.log");
-    let file = File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
     *log_file.lock().expect("log file lock is never poisoned") = Some(file);
     tracing::info!("run directory {}", run_dir.display());
 
-    let summary = ssa::train::train(&config, &run_dir)?;
+    let summary = match checkpoint {
+        Some(checkpoint) => ssa::train::resume(&config, &run_dir, &checkpoint)?,
+        None => ssa::train::train(&config, &run_dir)?,
+    };
     let last = summary.epochs.last().and_then(|e| e.test);
     if let Some(test) = last {
         tracing::info!(
@@ -140,9 +186,18 @@ fn main() -> ExitCode {
     init_logging(log_file.clone());
 
     let result = match cli.command {
-        Command::Train { config, overrides, data_dir, out, device } => {
-            run_train(&config, overrides, data_dir, out, device, &log_file)
+        Command::Train { config, resume, overrides, data_dir, out, device } => {
+            let args = TrainArgs { config, resume, overrides, data_dir, out, device };
+            run_train(args, &log_file)
         }
+        Command::Summary { config, overrides } => Config::load(&config, &overrides)
+            .and_then(|config| {
+                let cost = ssa::summary::summarize(&config)?;
+                let hybrid = config.rank.schedule == "hybrid";
+                print!("{}", ssa::summary::cost_table(&cost, hybrid.then_some(config.rank.min_fraction)));
+                Ok(())
+            })
+            .map_err(anyhow::Error::from),
         Command::Eval { ckpt, data_dir, limit, batch_size, device, json } => {
             let options = EvalOptions { data_dir, limit, batch_size, device };
             evaluate_checkpoint(&ckpt, &options).map_err(anyhow::Error::from).map(|report| {
@@ -158,7 +213,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            ExitCode::FAILURE
+            let interrupted = matches!(error.downcast_ref::<ssa::Error>(), Some(ssa::Error::Interrupted { .. }));
+            // 130 is the shell's status for a process ended by SIGINT.
+            ExitCode::from(if interrupted { 130 } else { 1 })
         }
     }
 }

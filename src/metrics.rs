@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::loss::cross_entropy;
 
+use crate::accounting::model_cost;
 use crate::data::BatchLoader;
+use crate::layers::SvdFactors;
+use crate::linalg::{largest_principal_angle_deg, Matrix};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::rules::{count_correct, LOSS_TERMS};
 
 /// Columns of `metrics.csv` before the local-loss terms.
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 13] = [
     "epoch",
     "train_loss",
     "train_top1",
@@ -24,6 +27,9 @@ const COLUMNS: [&str; 10] = [
     "seconds",
     "images_per_sec",
     "params",
+    "mflops",
+    "dense_mflops",
+    "peak_rss_mib",
 ];
 
 /// Test-set figures of a model.
@@ -46,6 +52,11 @@ pub struct EpochMetrics {
     pub seconds: f64,
     pub images_per_sec: f64,
     pub params: usize,
+    /// Inference MFLOPs per image at the current ranks, and of the dense model.
+    pub mflops: f64,
+    pub dense_mflops: f64,
+    /// Peak resident memory of the process so far, in MiB.
+    pub peak_rss_mib: Option<f64>,
     /// Mean per step of each local-loss term summed over layers.
     pub loss_terms: [f64; 4],
 }
@@ -74,6 +85,17 @@ impl MetricsWriter {
         Ok(writer)
     }
 
+    /// Reopens `path` for a resumed run, dropping rows of epochs after `completed` (written
+    /// after the last checkpoint, so they will be written again).
+    pub fn resume(path: &Path, completed: usize) -> Result<Self> {
+        keep_rows_through(path, completed)?;
+        let file = OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: BufWriter::new(file),
+        })
+    }
+
     /// Appends one epoch.
     pub fn append(&mut self, row: &EpochMetrics) -> Result<()> {
         let optional = |value: Option<f64>| value.map(|v| format!("{v:.6}")).unwrap_or_default();
@@ -88,6 +110,9 @@ impl MetricsWriter {
             format!("{:.3}", row.seconds),
             format!("{:.2}", row.images_per_sec),
             row.params.to_string(),
+            format!("{:.3}", row.mflops),
+            format!("{:.3}", row.dense_mflops),
+            optional(row.peak_rss_mib),
         ];
         fields.extend(row.loss_terms.iter().map(|v| format!("{v:.6e}")));
         self.write_line(&fields.join(","))
@@ -98,6 +123,91 @@ impl MetricsWriter {
             .and_then(|_| self.file.flush())
             .map_err(|e| Error::io(&self.path, e))
     }
+}
+
+/// Columns of `layers.csv`: one row per SVD layer per epoch.
+const LAYER_COLUMNS: [&str; 9] = [
+    "epoch",
+    "layer",
+    "rank",
+    "full_rank",
+    "params",
+    "dense_params",
+    "mflops",
+    "orth_error",
+    "subspace_angle_deg",
+];
+
+/// Appends per-layer rows to `layers.csv`, flushing after each epoch.
+pub struct LayerWriter {
+    inner: MetricsWriter,
+}
+
+impl LayerWriter {
+    /// Creates `path` with the header row.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut inner = MetricsWriter {
+            path: path.to_path_buf(),
+            file: BufWriter::new(file),
+        };
+        inner.write_line(&LAYER_COLUMNS.join(","))?;
+        Ok(Self { inner })
+    }
+
+    /// Reopens `path` for a resumed run, dropping rows of epochs after `completed`.
+    pub fn resume(path: &Path, completed: usize) -> Result<Self> {
+        Ok(Self { inner: MetricsWriter::resume(path, completed)? })
+    }
+
+    /// Appends one row per SVD layer of `model` for `epoch`.
+    pub fn append(&mut self, epoch: usize, model: &Model) -> Result<()> {
+        let cost = model_cost(model);
+        for (layer, factors) in cost.layers.iter().zip(model.svd_layers()) {
+            let orth = orthogonality_error(factors)?;
+            let u = Matrix::from_tensor(factors.u.as_tensor())?;
+            let u_b = Matrix::from_tensor(&factors.u_b)?;
+            let angle = largest_principal_angle_deg(&u, &u_b)?;
+            let line = format!(
+                "{epoch},{},{},{},{},{},{:.4},{orth:.6},{angle:.3}",
+                layer.name,
+                layer.rank,
+                layer.full_rank,
+                layer.params,
+                layer.dense_params,
+                2.0 * layer.macs as f64 / 1e6,
+            );
+            writeln!(self.inner.file, "{line}").map_err(|e| Error::io(&self.inner.path, e))?;
+        }
+        self.inner.file.flush().map_err(|e| Error::io(&self.inner.path, e))
+    }
+}
+
+/// Rewrites the CSV file at `path`, keeping the header and the rows whose first field (the
+/// epoch) is at most `completed`.
+fn keep_rows_through(path: &Path, completed: usize) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut kept = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let epoch = line.split(',').next().and_then(|field| field.parse::<usize>().ok());
+        if index == 0 || epoch.is_some_and(|e| e <= completed) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    crate::checkpoint::write_atomically(path, kept.as_bytes())
+}
+
+/// Orthogonality error `sqrt(‖UᵀU − I‖² + ‖VᵀV − I‖²)` of one layer.
+pub fn orthogonality_error(factors: &SvdFactors) -> Result<f64> {
+    let rank = factors.rank();
+    let identity = Tensor::eye(rank, DType::F32, factors.u.device())?;
+    let mut total = 0.0;
+    for x in [factors.u.as_tensor(), factors.v.as_tensor()] {
+        let gram = x.t()?.matmul(x)?;
+        total += (gram - &identity)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    Ok(total.sqrt())
 }
 
 /// Counts the rows whose label is among the five largest logits, as an f32 scalar tensor.

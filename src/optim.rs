@@ -41,6 +41,25 @@ impl Adam {
         }
     }
 
+    /// Restores the moments saved as `optim.<name>.m` and `optim.<name>.v`, with their step counts.
+    pub fn load_state(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        steps: &HashMap<String, usize>,
+    ) -> std::result::Result<(), String> {
+        for (name, step) in steps {
+            let get = |suffix: &str| {
+                tensors
+                    .get(&format!("optim.{name}.{suffix}"))
+                    .cloned()
+                    .ok_or_else(|| format!("tensor `optim.{name}.{suffix}` is missing"))
+            };
+            let state = AdamState { m: get("m")?, v: get("v")?, step: *step };
+            self.state.insert(name.clone(), state);
+        }
+        Ok(())
+    }
+
     /// Applies one update with gradient `grad` and learning rate `lr` to `param`.
     pub fn step(&mut self, param: &Param, grad: &Tensor, lr: f64) -> Result<()> {
         let (b1, b2) = (self.beta1, self.beta2);
@@ -85,7 +104,7 @@ pub struct StepLr {
 }
 
 impl StepLr {
-    /// The configured rates multiplied by `multiplier` (the schedule's value at this step).
+    /// Returns the configured rates multiplied by `multiplier` (the schedule's value at this step).
     pub fn from_config(config: &TrainConfig, multiplier: f64) -> Self {
         Self {
             lr: config.lr * multiplier,

@@ -90,6 +90,63 @@ fn train_then_eval_reports_same_accuracy() {
         .stdout(contains("conv1"));
 }
 
+/// A checkpoint written after pruning rebuilds at the reduced ranks and scores what training
+/// reported for its last epoch.
+#[test]
+fn pruned_checkpoint_evaluates_at_reduced_rank() {
+    let out = tempfile::tempdir().unwrap();
+    ssa()
+        .args(["train", "--config"])
+        .arg(smoke_config())
+        .arg("--data-dir")
+        .arg(fixture())
+        .arg("--out")
+        .arg(out.path())
+        .args(["--set", "rank.schedule=\"hybrid\"", "--set", "data.train_limit=256", "--set", "data.test_limit=200"])
+        .assert()
+        .success();
+    let run = run_dir(out.path());
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = metrics.lines().collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let last: Vec<&str> = lines.last().unwrap().split(',').collect();
+    let column = |name: &str| last[header.iter().position(|c| *c == name).unwrap()].to_string();
+    let first: Vec<&str> = lines[1].split(',').collect();
+    let first_params: usize = first[header.iter().position(|c| *c == "params").unwrap()].parse().unwrap();
+
+    let output = ssa()
+        .args(["eval", "--json", "--ckpt"])
+        .arg(run.join("checkpoints/last.safetensors"))
+        .arg("--data-dir")
+        .arg(fixture())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let params = report["params"].as_u64().unwrap() as usize;
+    assert!(params < first_params, "params {params} not below the full-rank {first_params}");
+    assert_eq!(params.to_string(), column("params"));
+    let top1: f64 = column("test_top1").parse().unwrap();
+    assert!((report["test_top1"].as_f64().unwrap() - top1).abs() < 1e-6);
+    for layer in report["layers"].as_array().unwrap() {
+        assert!(layer["rank"].as_u64() < layer["full_rank"].as_u64(), "layer {} kept full rank", layer["name"]);
+    }
+    let layers_csv = std::fs::read_to_string(run.join("layers.csv")).unwrap();
+    assert_eq!(layers_csv.lines().count(), 1 + 2 * 5, "header and five layers for two epochs");
+}
+
+#[test]
+fn summary_prints_layer_table() {
+    ssa()
+        .args(["summary", "--config"])
+        .arg(smoke_config())
+        .assert()
+        .success()
+        .stdout(contains("conv1"))
+        .stdout(contains("classifier"))
+        .stdout(contains("MFLOPs"));
+}
+
 #[test]
 fn misspelled_config_key_is_rejected() {
     let dir = tempfile::tempdir().unwrap();

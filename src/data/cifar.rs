@@ -18,7 +18,7 @@ pub const PIXELS: usize = SIDE * SIDE * CHANNELS;
 /// Records in each official file of CIFAR-10.
 const CIFAR10_RECORDS_PER_FILE: usize = 10_000;
 
-/// Which dataset to read.
+/// Dataset to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatasetKind {
     Cifar10,
@@ -101,7 +101,7 @@ impl Dataset {
         self.labels.len()
     }
 
-    /// True when the dataset holds no image.
+    /// Returns true when the dataset contains no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -150,17 +150,17 @@ pub fn load_split(kind: DatasetKind, dir: &Path, split: Split, limit: usize) -> 
     }
 
     let total: usize = files.iter().map(|(_, n)| n).sum();
-    let wanted = if limit == 0 { total } else { limit.min(total) };
+    let requested = if limit == 0 { total } else { limit.min(total) };
     let mut dataset = Dataset {
-        images: Vec::with_capacity(wanted * PIXELS),
-        labels: Vec::with_capacity(wanted),
+        images: Vec::with_capacity(requested * PIXELS),
+        labels: Vec::with_capacity(requested),
         num_classes: kind.num_classes(),
     };
     for (path, records) in files {
-        if dataset.len() >= wanted {
+        if dataset.len() >= requested {
             break;
         }
-        let take = records.min(wanted - dataset.len());
+        let take = records.min(requested - dataset.len());
         read_records(kind, &path, take, &mut dataset)?;
     }
     Ok(dataset)

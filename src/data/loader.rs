@@ -29,7 +29,7 @@ pub struct Normalization {
 }
 
 impl Normalization {
-    /// The usual statistics of each dataset's training set.
+    /// Returns the usual statistics of each dataset's training set.
     pub fn for_dataset(kind: DatasetKind) -> Self {
         match kind {
             DatasetKind::Cifar10 => Self {

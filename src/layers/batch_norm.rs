@@ -66,7 +66,7 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// The trainable scale and shift.
+    /// Returns the trainable scale and shift.
     pub fn params(&self) -> Vec<Param> {
         vec![
             Param {
@@ -82,7 +82,7 @@ impl BatchNorm {
         ]
     }
 
-    /// Every tensor to save, including the running statistics.
+    /// Returns every tensor to save, including the running statistics.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         [
             ("weight", &self.weight),

@@ -13,5 +13,5 @@ pub mod svd_linear;
 pub use batch_norm::BatchNorm;
 pub use param::{Param, ParamGroup, WeightSource};
 pub use svd_conv::SvdConv2d;
-pub use svd_factors::SvdFactors;
+pub use svd_factors::{Geometry, SvdFactors};
 pub use svd_linear::SvdLinear;

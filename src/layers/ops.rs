@@ -12,7 +12,7 @@ pub fn strided_narrow(x: &Tensor, dim: usize, start: usize, count: usize, stride
     x.index_select(&index, dim)
 }
 
-/// Concatenates `k` shifted copies of `x` along the last axis: copy `i` holds the positions
+/// Concatenates `k` shifted copies of `x` along the last axis: copy `i` contains the positions
 /// `i, i + stride, …` of axis `dim` (after zero padding of `padding` on both sides).
 ///
 /// The result has `count` positions along `dim` and `k × channels` columns, column

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::linalg::{thin_svd, Matrix};
 use crate::rng::{normal_vec, stream_rng, uniform_vec, Stream};
 
-/// How the optimiser treats a parameter.
+/// Optimiser group of a parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamGroup {
     /// U and V of an SVD layer: own learning rate, Stiefel tangent projection, no decay.
@@ -29,7 +29,7 @@ pub struct Param {
     pub group: ParamGroup,
 }
 
-/// Where a layer takes its tensors from when the model is built.
+/// Origin of a layer's tensors when the model is built.
 pub enum WeightSource {
     /// Fresh weights from the seeded generators.
     Init {
@@ -37,6 +37,8 @@ pub enum WeightSource {
         feedback: ChaCha8Rng,
         device: Device,
     },
+    /// Zero tensors of the full-rank shapes, for sizing a model without initialising it.
+    Shapes { device: Device },
     /// Tensors read from a checkpoint, by name.
     Load {
         tensors: HashMap<String, Tensor>,
@@ -55,7 +57,7 @@ pub struct FactorTensors {
 }
 
 impl WeightSource {
-    /// A source of fresh weights seeded by `seed`.
+    /// Creates a source of fresh weights seeded by `seed`.
     pub fn init(seed: u64, device: &Device) -> Self {
         WeightSource::Init {
             init: stream_rng(seed, Stream::Init, 0),
@@ -64,14 +66,16 @@ impl WeightSource {
         }
     }
 
-    /// The device that tensors are placed on.
+    /// Returns the device that tensors are placed on.
     pub fn device(&self) -> &Device {
         match self {
-            WeightSource::Init { device, .. } | WeightSource::Load { device, .. } => device,
+            WeightSource::Init { device, .. }
+            | WeightSource::Shapes { device }
+            | WeightSource::Load { device, .. } => device,
         }
     }
 
-    /// The factors of a `rows × cols` matrix view, initialised from the SVD of a dense matrix
+    /// Returns the factors of a `rows × cols` matrix view, initialised from the SVD of a dense matrix
     /// drawn uniformly from ±1/√fan_in (PyTorch's default `kaiming_uniform` with a = √5).
     ///
     /// The feedback factors come from the SVD of a N(0, 1) matrix with unit-norm columns.
@@ -91,6 +95,17 @@ impl WeightSource {
                     v: svd.v.to_tensor(device)?,
                     u_b: target.u.to_tensor(device)?,
                     v_b: target.v.to_tensor(device)?,
+                })
+            }
+            WeightSource::Shapes { device } => {
+                let rank = rows.min(cols);
+                let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, device);
+                Ok(FactorTensors {
+                    u: zeros(&[rows, rank])?,
+                    s: zeros(&[rank])?,
+                    v: zeros(&[cols, rank])?,
+                    u_b: zeros(&[rows, rank])?,
+                    v_b: zeros(&[cols, rank])?,
                 })
             }
             WeightSource::Load { .. } => {
@@ -115,21 +130,22 @@ impl WeightSource {
         }
     }
 
-    /// A bias of `len` entries, drawn uniformly from ±1/√fan_in.
+    /// Returns a bias of `len` entries, drawn uniformly from ±1/√fan_in.
     pub fn bias(&mut self, name: &str, len: usize, fan_in: usize) -> Result<Tensor> {
         match self {
             WeightSource::Init { init, device, .. } => {
                 let bound = 1.0 / (fan_in as f32).sqrt();
                 Ok(Tensor::from_vec(uniform_vec(init, len, bound), len, device)?)
             }
+            WeightSource::Shapes { device } => Ok(Tensor::zeros(len, DType::F32, device)?),
             WeightSource::Load { .. } => self.take_shaped(name, &[len]),
         }
     }
 
-    /// A vector of `len` copies of `value` (BatchNorm scale, shift and running statistics).
+    /// Returns a vector of `len` copies of `value` (BatchNorm scale, shift and running statistics).
     pub fn constant(&mut self, name: &str, len: usize, value: f32) -> Result<Tensor> {
         match self {
-            WeightSource::Init { device, .. } => {
+            WeightSource::Init { device, .. } | WeightSource::Shapes { device } => {
                 Ok((Tensor::ones(len, DType::F32, device)? * value as f64)?)
             }
             WeightSource::Load { .. } => self.take_shaped(name, &[len]),
@@ -171,7 +187,7 @@ impl WeightSource {
     fn error(&self, message: String) -> Error {
         match self {
             WeightSource::Load { path, .. } => Error::checkpoint(path, message),
-            WeightSource::Init { .. } => Error::Config(message),
+            WeightSource::Init { .. } | WeightSource::Shapes { .. } => Error::Config(message),
         }
     }
 }

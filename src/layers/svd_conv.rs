@@ -10,7 +10,7 @@ use candle_core::{Tensor, Var};
 
 use super::ops::shifted_columns;
 use super::param::{Param, ParamGroup, WeightSource};
-use super::svd_factors::SvdFactors;
+use super::svd_factors::{Geometry, SvdFactors};
 use crate::error::Result;
 
 /// The convolution pair; input and output are NHWC.
@@ -72,17 +72,21 @@ impl SvdConv2d {
         let wo = cols.dim(2)?;
         let v = f.v.reshape((out, k, r))?.permute((1, 2, 0))?.reshape((k * r, out))?;
         let y = cols.reshape((n * ho * wo, k * r))?.matmul(&v)?;
+        let _ = f.geometry.get_or_init(|| Geometry {
+            macs_per_rank: k * c * ho * w + k * out * ho * wo,
+            dense_macs: k * k * c * out * ho * wo,
+        });
         Ok(y.broadcast_add(&self.bias)?.reshape((n, ho, wo, out))?)
     }
 
-    /// The dense kernel `[F, C, k, k]` that the pair computes.
+    /// Returns the dense kernel `[F, C, k, k]` that the pair computes.
     pub fn dense_kernel(&self) -> Result<Tensor> {
         let (c, f, k) = (self.in_channels, self.out_channels, self.kernel);
         let m = self.factors.dense()?; // [(c,i), (f,j)]
         Ok(m.reshape((c, k, f, k))?.permute((2, 0, 1, 3))?.contiguous()?)
     }
 
-    /// The trainable parameters.
+    /// Returns the trainable parameters.
     pub fn params(&self) -> Vec<Param> {
         let mut params = self.factors.params();
         params.push(Param {
@@ -93,7 +97,7 @@ impl SvdConv2d {
         params
     }
 
-    /// Every tensor to save.
+    /// Returns every tensor to save.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut tensors = self.factors.named_tensors();
         tensors.push((format!("{}.bias", self.factors.name), self.bias.as_tensor().clone()));

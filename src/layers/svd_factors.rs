@@ -1,5 +1,7 @@
 //! The factors `U diag(s) Vᵀ` of one SVD layer, with its fixed feedback factors.
 
+use std::sync::OnceLock;
+
 use candle_core::{Tensor, Var};
 
 use super::param::{FactorTensors, Param, ParamGroup};
@@ -23,6 +25,18 @@ pub struct SvdFactors {
     pub u_b: Tensor,
     /// Right factor of the feedback matrix B, `[cols, r]`, fixed.
     pub v_b: Tensor,
+    /// Inference cost per sample, known once the layer has seen an input.
+    pub geometry: OnceLock<Geometry>,
+}
+
+/// Inference cost of one layer per sample, in multiply-adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Geometry {
+    /// Multiply-adds per unit of rank: `m + n` for a linear layer, `k·C·H'·W + k·F·H'·W'` for a
+    /// conv pair with input width W and output size H'×W'.
+    pub macs_per_rank: usize,
+    /// Multiply-adds of the dense layer: `m·n`, or `k²·C·F·H'·W'`.
+    pub dense_macs: usize,
 }
 
 impl SvdFactors {
@@ -36,6 +50,7 @@ impl SvdFactors {
             v: Var::from_tensor(&tensors.v)?,
             u_b: tensors.u_b,
             v_b: tensors.v_b,
+            geometry: OnceLock::new(),
         })
     }
 
@@ -54,7 +69,17 @@ impl SvdFactors {
         self.v.dims()[0]
     }
 
-    /// The trainable parameters: U and V in the factor group, s in the weight group.
+    /// Trainable numbers at the current rank: `r·(rows + cols + 1)`.
+    pub fn num_params(&self) -> usize {
+        self.rank() * (self.rows() + self.cols() + 1)
+    }
+
+    /// Numbers of the dense weight.
+    pub fn dense_params(&self) -> usize {
+        self.weight_shape.iter().product()
+    }
+
+    /// Returns the trainable parameters: U and V in the factor group, s in the weight group.
     pub fn params(&self) -> Vec<Param> {
         vec![
             Param {
@@ -75,7 +100,7 @@ impl SvdFactors {
         ]
     }
 
-    /// Every tensor to save, with its checkpoint name.
+    /// Returns every tensor to save, with its checkpoint name.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         vec![
             (format!("{}.u", self.name), self.u.as_tensor().clone()),
@@ -86,7 +111,7 @@ impl SvdFactors {
         ]
     }
 
-    /// The dense matrix view `U diag(s) Vᵀ`, `[rows, cols]`.
+    /// Computes the dense matrix view `U diag(s) Vᵀ`, `[rows, cols]`.
     pub fn dense(&self) -> Result<Tensor> {
         let us = self.u.broadcast_mul(&self.s.unsqueeze(0)?)?;
         Ok(us.matmul(&self.v.t()?)?)

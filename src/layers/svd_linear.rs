@@ -3,7 +3,7 @@
 use candle_core::{Tensor, Var};
 
 use super::param::{Param, ParamGroup, WeightSource};
-use super::svd_factors::SvdFactors;
+use super::svd_factors::{Geometry, SvdFactors};
 use crate::error::Result;
 
 /// Linear layer `W = U diag(s) Vᵀ` with `W ∈ R^{out×in}`, costing `r(in + out)` multiply-adds
@@ -22,8 +22,13 @@ impl SvdLinear {
     pub fn new(name: &str, in_features: usize, out_features: usize, source: &mut WeightSource) -> Result<Self> {
         let tensors = source.svd_factors(name, out_features, in_features, in_features)?;
         let bias = source.bias(&format!("{name}.bias"), out_features, in_features)?;
+        let factors = SvdFactors::new(name, vec![out_features, in_features], tensors)?;
+        let _ = factors.geometry.set(Geometry {
+            macs_per_rank: in_features + out_features,
+            dense_macs: in_features * out_features,
+        });
         Ok(Self {
-            factors: SvdFactors::new(name, vec![out_features, in_features], tensors)?,
+            factors,
             bias: Var::from_tensor(&bias)?,
             in_features,
             out_features,
@@ -39,7 +44,7 @@ impl SvdLinear {
         Ok(hidden.matmul(&f.u.t()?)?.broadcast_add(&self.bias)?)
     }
 
-    /// The trainable parameters.
+    /// Returns the trainable parameters.
     pub fn params(&self) -> Vec<Param> {
         let mut params = self.factors.params();
         params.push(Param {
@@ -50,7 +55,7 @@ impl SvdLinear {
         params
     }
 
-    /// Every tensor to save.
+    /// Returns every tensor to save.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut tensors = self.factors.named_tensors();
         tensors.push((format!("{}.bias", self.factors.name), self.bias.as_tensor().clone()));

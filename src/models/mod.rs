@@ -29,16 +29,19 @@ pub trait Unit: Send + Sync {
     /// Maps the unit's input to its output; BatchNorm uses batch statistics when `train`.
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
 
-    /// The trainable parameters.
+    /// Returns the trainable parameters.
     fn params(&self) -> Vec<Param>;
 
-    /// The SVD layers inside the unit.
+    /// Returns the SVD layers inside the unit.
     fn svd_layers(&self) -> Vec<&SvdFactors>;
 
-    /// The BatchNorm layers inside the unit.
+    /// Returns the SVD layers inside the unit, for rank truncation.
+    fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors>;
+
+    /// Returns the BatchNorm layers inside the unit.
     fn batch_norms(&self) -> Vec<&BatchNorm>;
 
-    /// Every tensor to save, with its checkpoint name.
+    /// Returns every tensor to save, with its checkpoint name.
     fn named_tensors(&self) -> Vec<(String, Tensor)>;
 }
 
@@ -99,17 +102,22 @@ impl Model {
         Ok(h)
     }
 
-    /// Every trainable parameter.
+    /// Returns every trainable parameter.
     pub fn params(&self) -> Vec<Param> {
         self.units.iter().flat_map(|u| u.params()).collect()
     }
 
-    /// Every SVD layer, in network order.
+    /// Returns every SVD layer, in network order.
     pub fn svd_layers(&self) -> Vec<&SvdFactors> {
         self.units.iter().flat_map(|u| u.svd_layers()).collect()
     }
 
-    /// Every tensor to save.
+    /// Returns every SVD layer, in network order, for rank truncation.
+    pub fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors> {
+        self.units.iter_mut().flat_map(|u| u.svd_layers_mut()).collect()
+    }
+
+    /// Returns every tensor to save.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         self.units.iter().flat_map(|u| u.named_tensors()).collect()
     }

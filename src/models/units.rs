@@ -42,6 +42,10 @@ impl Unit for ConvUnit {
         vec![&self.conv.factors]
     }
 
+    fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors> {
+        vec![&mut self.conv.factors]
+    }
+
     fn batch_norms(&self) -> Vec<&BatchNorm> {
         self.bn.iter().collect()
     }
@@ -53,7 +57,7 @@ impl Unit for ConvUnit {
     }
 }
 
-/// How a linear unit reshapes its input.
+/// Reshaping of a linear unit's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinearInput {
     /// The input is already `[N, features]`.
@@ -93,6 +97,10 @@ impl Unit for LinearUnit {
 
     fn svd_layers(&self) -> Vec<&SvdFactors> {
         vec![&self.linear.factors]
+    }
+
+    fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors> {
+        vec![&mut self.linear.factors]
     }
 
     fn batch_norms(&self) -> Vec<&BatchNorm> {
@@ -181,6 +189,14 @@ impl Unit for ResidualBlock {
         let mut layers = vec![&self.conv1.factors, &self.conv2.factors];
         if let Shortcut::Projection { conv, .. } = &self.shortcut {
             layers.push(&conv.factors);
+        }
+        layers
+    }
+
+    fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors> {
+        let mut layers = vec![&mut self.conv1.factors, &mut self.conv2.factors];
+        if let Shortcut::Projection { conv, .. } = &mut self.shortcut {
+            layers.push(&mut conv.factors);
         }
         layers
     }

@@ -4,6 +4,8 @@
 
 pub mod ssa;
 
+use std::collections::HashMap;
+
 use candle_core::Tensor;
 
 use crate::config::Config;
@@ -17,7 +19,7 @@ pub use ssa::Ssa;
 /// Names of the local-loss terms reported per epoch, in `metrics.csv` column order.
 pub const LOSS_TERMS: [&str; 4] = ["loss_dfa", "loss_align", "loss_orth", "loss_hoyer"];
 
-/// Sums over one batch, kept on the device so that the step never waits for the host.
+/// Sums over one batch, kept on the device so that the step does not wait for the host.
 #[derive(Debug, Clone)]
 pub struct StepStats {
     /// Sum over samples of the classifier's cross-entropy.
@@ -36,8 +38,14 @@ pub trait LearningRule {
     /// Runs the forward pass, computes the rule's updates and applies them with `optimizer`.
     fn step(&mut self, model: &Model, batch: &Batch, optimizer: &mut Adam, lr: StepLr) -> Result<StepStats>;
 
-    /// The rule's fixed state (feedback matrices) to save in checkpoints.
+    /// Returns the rule's fixed state (feedback matrices) to save in checkpoints.
     fn named_tensors(&self) -> Vec<(String, Tensor)>;
+
+    /// Number of steps taken.
+    fn steps(&self) -> usize;
+
+    /// Restores the state saved by [`LearningRule::named_tensors`] and the step count.
+    fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: usize) -> std::result::Result<(), String>;
 }
 
 /// Builds the rule named in `config.method.rule` for `model`.

@@ -2,4 +2,5 @@
 
 pub mod feedback;
 pub mod losses;
+pub mod rank;
 pub mod stiefel;
