@@ -57,6 +57,12 @@ pub struct DataConfig {
     pub train_limit: usize,
     /// Use only the first N test images (0 = all).
     pub test_limit: usize,
+    /// Download and extract the official archive when the dataset directory is missing.
+    pub download: bool,
+    /// Archive address; empty means the official one.
+    pub download_url: String,
+    /// MD5 of the archive at `download_url` (required with a custom address).
+    pub download_md5: String,
 }
 
 impl Default for DataConfig {
@@ -67,6 +73,9 @@ impl Default for DataConfig {
             augment: true,
             train_limit: 0,
             test_limit: 0,
+            download: false,
+            download_url: String::new(),
+            download_md5: String::new(),
         }
     }
 }
@@ -245,6 +254,9 @@ pub const ON_NAN: &[&str] = &["stop", "skip_batch"];
 pub const RESUMABLE_KEYS: &[&str] = &[
     "experiment.out_dir",
     "data.dir",
+    "data.download",
+    "data.download_url",
+    "data.download_md5",
     "train.epochs",
     "train.device",
     "train.eval_every",

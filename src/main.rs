@@ -49,6 +49,11 @@ enum Command {
         #[arg(long, value_name = "DEVICE")]
         device: Option<String>,
     },
+    /// Manage datasets.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Print the model's per-layer table (type, shape, rank, parameters, inference MFLOPs and
     /// the dense equivalents) without training.
     Summary {
@@ -81,6 +86,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download the official binary archive, verify its MD5 and extract it atomically into
+    /// DIR/cifar-10-batches-bin or DIR/cifar-100-binary.
+    Download {
+        /// Dataset: cifar10 or cifar100.
+        #[arg(value_parser = ["cifar10", "cifar100"])]
+        dataset: String,
+        /// Parent directory of the extracted dataset directory.
+        #[arg(long, value_name = "DIR", default_value = "data")]
+        dir: PathBuf,
+        /// Archive address (default: the official one); needs --md5.
+        #[arg(long, value_name = "URL", requires = "md5")]
+        url: Option<String>,
+        /// MD5 of the archive at --url, as 32 hexadecimal digits.
+        #[arg(long, value_name = "HEX")]
+        md5: Option<String>,
+    },
+}
+
+fn run_download(dataset: &str, dir: &std::path::Path, url: Option<String>, md5: Option<String>) -> anyhow::Result<()> {
+    use ssa::data::download::{download, Source};
+    use std::io::IsTerminal;
+    let kind = ssa::data::DatasetKind::from_name(dataset)?;
+    let source = Source::new(kind, url.as_deref().unwrap_or(""), md5.as_deref().unwrap_or(""))?;
+    let target = dir.join(kind.official_dir_name());
+    if target.exists() {
+        println!("{} already exists; delete it to download again", target.display());
+        return Ok(());
+    }
+    tracing::info!("downloading {}", source.url);
+    download(kind, &target, &source, std::io::stderr().is_terminal())?;
+    println!("{dataset} extracted into {}", target.display());
+    Ok(())
 }
 
 /// Sends log lines to stderr and, once a run directory exists, to its log file.
@@ -189,6 +230,9 @@ fn main() -> ExitCode {
         Command::Train { config, resume, overrides, data_dir, out, device } => {
             let args = TrainArgs { config, resume, overrides, data_dir, out, device };
             run_train(args, &log_file)
+        }
+        Command::Data { command: DataCommand::Download { dataset, dir, url, md5 } } => {
+            run_download(&dataset, &dir, url, md5)
         }
         Command::Summary { config, overrides } => Config::load(&config, &overrides)
             .and_then(|config| {

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::accounting::{model_cost, peak_rss_mib};
 use crate::checkpoint::{self, layer_infos, CheckpointMeta, EpochProgress};
 use crate::config::Config;
+use crate::data::download::{download, Source};
 use crate::data::{load_split, BatchLoader, DatasetKind, Normalization, Split};
 use crate::device::open_device;
 use crate::error::{Error, Result};
@@ -244,6 +245,12 @@ struct Session {
 fn loaders(config: &Config) -> Result<(BatchLoader, BatchLoader)> {
     let kind = DatasetKind::from_name(&config.data.dataset)?;
     let data_dir = PathBuf::from(config.data_dir());
+    if config.data.download && !data_dir.exists() {
+        let source = Source::new(kind, &config.data.download_url, &config.data.download_md5)?;
+        tracing::info!("{} not found: downloading {}", data_dir.display(), source.url);
+        download(kind, &data_dir, &source, std::io::stderr().is_terminal())?;
+        tracing::info!("extracted {} into {}", config.data.dataset, data_dir.display());
+    }
     let train_set = Arc::new(load_split(kind, &data_dir, Split::Train, config.data.train_limit)?);
     let test_set = Arc::new(load_split(kind, &data_dir, Split::Test, config.data.test_limit)?);
     tracing::info!(

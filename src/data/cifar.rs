@@ -121,10 +121,13 @@ pub fn load_split(kind: DatasetKind, dir: &Path, split: Split, limit: usize) -> 
         return Err(Error::data(
             dir,
             format!(
-                "directory not found: extract the official binary archive so that it contains {} \
-                 (for example into data/{}), or pass --data-dir",
-                kind.file_names(split).join(", "),
-                kind.official_dir_name()
+                "directory not found: run `ssa data download {}` (or set data.download = true), \
+                 extract the official binary archive so that it contains {}, or pass --data-dir",
+                match kind {
+                    DatasetKind::Cifar10 => "cifar10",
+                    DatasetKind::Cifar100 => "cifar100",
+                },
+                kind.file_names(split).join(", ")
             ),
         ));
     }

@@ -1,6 +1,7 @@
 //! Datasets in their official binary formats, and the batch loader.
 
 pub mod cifar;
+pub mod download;
 pub mod loader;
 
 pub use cifar::{load_split, Dataset, DatasetKind, Split};
