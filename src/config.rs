@@ -591,6 +591,11 @@ mod tests {
         assert!(text.contains("train.batch_size"), "{text}");
         let text = message(Config::from_toml_str("[model]\narch = \"vgg16\"\n", &[]));
         assert!(text.contains("\"vgg13\""), "{text}");
+        let text = message(Config::from_toml_str("[rank]\nmin_fraction = 1.5\n", &[]));
+        assert!(text.contains("rank.min_fraction"), "{text}");
+        assert!(text.contains("(0, 1]"), "{text}");
+        let text = message(Config::from_toml_str("[rank]\nenergy = 0\n", &[]));
+        assert!(text.contains("rank.energy"), "{text}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub enum Error {
     #[error("invalid config: {0}")]
     Config(String),
 
-    /// A data file is missing, truncated or holds invalid records.
+    /// A data file is missing, truncated or contains invalid records.
     #[error("data file {path}: {message}")]
     Data { path: PathBuf, message: String },
 

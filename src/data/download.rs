@@ -30,7 +30,7 @@ pub fn official_source(kind: DatasetKind) -> (&'static str, &'static str) {
     }
 }
 
-/// Where to fetch an archive from and the MD5 it must have.
+/// Archive address and the MD5 the archive must have.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub url: String,
@@ -39,7 +39,7 @@ pub struct Source {
 }
 
 impl Source {
-    /// The official source, or `url` with `md5` when `url` is not empty.
+    /// Returns the official source, or `url` with `md5` when `url` is not empty.
     pub fn new(kind: DatasetKind, url: &str, md5: &str) -> Result<Self> {
         if url.is_empty() {
             let (url, md5) = official_source(kind);
