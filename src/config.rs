@@ -133,6 +133,8 @@ pub struct MethodConfig {
     pub retract_every: usize,
 }
 
+// NOTE: beta and gamma are starting values, not the result of a sweep; docs/tuning.md lists
+// what was measured.
 impl Default for MethodConfig {
     fn default() -> Self {
         Self {
@@ -268,8 +270,13 @@ impl Config {
     /// Reads a TOML file, applies `KEY=VALUE` overrides and validates the result.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let from_file = Self::from_toml_str(&text, &[])
+            .map_err(|e| Error::Config(format!("{}: {}", path.display(), strip_prefix(&e))))?;
+        if overrides.is_empty() {
+            return Ok(from_file);
+        }
         Self::from_toml_str(&text, overrides)
-            .map_err(|e| Error::Config(format!("{}: {}", path.display(), strip_prefix(&e))))
+            .map_err(|e| Error::Config(format!("--set {}: {}", overrides.join(" "), strip_prefix(&e))))
     }
 
     /// Parses TOML text, applies `KEY=VALUE` overrides and validates the result.

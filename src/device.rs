@@ -36,6 +36,8 @@ pub fn open_device(name: &str) -> Result<Device> {
     }
 }
 
+// NOTE: the CUDA path has not been compiled or run yet: the development machines have neither
+// a GPU nor the CUDA toolkit.
 #[cfg(feature = "cuda")]
 fn open_cuda(index: usize) -> Result<Device> {
     Device::new_cuda(index)

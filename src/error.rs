@@ -10,11 +10,11 @@ pub enum Error {
     Config(String),
 
     /// A data file is missing, truncated or contains invalid records.
-    #[error("data file {path}: {message}")]
+    #[error("{}: {message}", path.display())]
     Data { path: PathBuf, message: String },
 
     /// A checkpoint cannot be read or does not describe a model this build can rebuild.
-    #[error("checkpoint {path}: {message}")]
+    #[error("checkpoint {}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
 
     /// The requested device is unavailable in this build or on this machine.
@@ -30,7 +30,7 @@ pub enum Error {
     Interrupted { run_dir: PathBuf },
 
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

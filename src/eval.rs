@@ -86,8 +86,12 @@ impl EvalReport {
         let mut out = String::new();
         out.push_str(&format!("checkpoint  {}\n", self.checkpoint.display()));
         out.push_str(&format!(
-            "model       {} trained with {} on {} for {} epochs\n",
-            self.arch, self.rule, self.dataset, self.epoch
+            "model       {} trained with {} on {} for {} epoch{}\n",
+            self.arch,
+            self.rule,
+            self.dataset,
+            self.epoch,
+            if self.epoch == 1 { "" } else { "s" }
         ));
         out.push_str(&format!("test images {}\n", self.test_images));
         out.push_str(&format!("test loss   {:.4}\n", self.test_loss));

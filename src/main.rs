@@ -31,14 +31,17 @@ enum Command {
         config: Option<PathBuf>,
         /// Continue an interrupted or finished run: its directory, or a checkpoint inside its
         /// checkpoints/ folder. Only train.epochs, train.device, train.eval_every,
-        /// train.checkpoint_every, train.on_nan, data.dir and experiment.out_dir may change.
+        /// train.checkpoint_every, train.on_nan, the data.dir and data.download keys and
+        /// experiment.out_dir may change.
         #[arg(long, value_name = "RUN_DIR|CKPT")]
         resume: Option<PathBuf>,
         /// Override a config key by its dotted path with a TOML value, for example
         /// --set train.epochs=2 --set data.train_limit=512. Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Dataset directory with the official binary files (sets data.dir).
+        /// Dataset directory with the official binary files (sets data.dir, and data.download =
+        /// false unless --set data.download=... is given, so that a mistyped path does not
+        /// start a download).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
         /// Directory that receives the run directory (sets experiment.out_dir).
@@ -163,10 +166,21 @@ struct TrainArgs {
     device: Option<String>,
 }
 
+/// Removes a run directory that a failed start left without any checkpoint.
+fn remove_if_empty(run_dir: &std::path::Path) {
+    let has_checkpoint = std::fs::read_dir(run_dir.join("checkpoints")).is_ok_and(|mut entries| entries.next().is_some());
+    if !has_checkpoint && std::fs::remove_dir_all(run_dir).is_ok() {
+        tracing::info!("removed {}: the run failed before writing a checkpoint", run_dir.display());
+    }
+}
+
 fn run_train(args: TrainArgs, log_file: &Mutex<Option<File>>) -> anyhow::Result<()> {
     let TrainArgs { config, resume, mut overrides, data_dir, out, device } = args;
     let quote = |value: &str| toml::Value::String(value.to_string()).to_string();
     if let Some(dir) = data_dir {
+        if !overrides.iter().any(|o| o.trim_start().starts_with("data.download=") || o.trim_start().starts_with("data.download ")) {
+            overrides.insert(0, "data.download=false".into());
+        }
         overrides.push(format!("data.dir={}", quote(&dir.to_string_lossy())));
     }
     if let Some(dir) = out {
@@ -207,7 +221,13 @@ fn run_train(args: TrainArgs, log_file: &Mutex<Option<File>>) -> anyhow::Result<
 
     let summary = match checkpoint {
         Some(checkpoint) => ssa::train::resume(&config, &run_dir, &checkpoint)?,
-        None => ssa::train::train(&config, &run_dir)?,
+        None => match ssa::train::train(&config, &run_dir) {
+            Ok(summary) => summary,
+            Err(error) => {
+                remove_if_empty(&run_dir);
+                return Err(error.into());
+            }
+        },
     };
     let last = summary.epochs.last().and_then(|e| e.test);
     if let Some(test) = last {

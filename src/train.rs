@@ -80,6 +80,9 @@ fn write_config(dir: &Path, config: &Config) -> Result<()> {
 /// Locates the run directory and last checkpoint of `target`: a run directory or a checkpoint
 /// file inside `<run>/checkpoints/`.
 pub fn resume_paths(target: &Path) -> Result<(PathBuf, PathBuf)> {
+    if !target.exists() {
+        return Err(Error::checkpoint(target, "not found: pass a run directory or a checkpoint inside its checkpoints/ folder"));
+    }
     if target.is_dir() {
         let checkpoint = target.join("checkpoints").join("last.safetensors");
         if !checkpoint.is_file() {
@@ -338,6 +341,18 @@ pub fn resume(config: &Config, run_dir: &Path, checkpoint_path: &Path) -> Result
         .map_err(|message| Error::checkpoint(checkpoint_path, message))?;
 
     let completed = saved.meta.epoch;
+    if checkpoint_path.file_name().is_some_and(|name| name != "last.safetensors") {
+        tracing::warn!(
+            "resuming from {}: metrics rows after epoch {completed} are dropped and last.safetensors is overwritten",
+            checkpoint_path.display()
+        );
+    }
+    if saved.meta.progress.is_none() && completed >= config.train.epochs {
+        tracing::warn!(
+            "nothing to train: {completed} of {} epochs are done; pass --set train.epochs=N with N > {completed} to extend the run",
+            config.train.epochs
+        );
+    }
     let (start_epoch, progress) = match &saved.meta.progress {
         Some(progress) => (progress.epoch, Some(progress.clone())),
         None => (completed, None),

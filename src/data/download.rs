@@ -48,8 +48,8 @@ impl Source {
         let md5 = md5.trim().to_ascii_lowercase();
         if md5.len() != 32 || !md5.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::Config(format!(
-                "key `data.download_md5` = \"{md5}\" is invalid: a custom data.download_url needs the \
-                 archive's MD5 as 32 hexadecimal digits"
+                "MD5 \"{md5}\" (--md5 or data.download_md5) is invalid: a custom archive address needs \
+                 the archive's MD5 as 32 hexadecimal digits"
             )));
         }
         Ok(Self { url: url.into(), md5 })

@@ -107,9 +107,9 @@ pub fn energy_rank(s: &[f32], energy: f64, floor: usize, current: usize) -> usiz
 fn top_indices(s: &[f32], keep: usize) -> Vec<u32> {
     let mut order: Vec<usize> = (0..s.len()).collect();
     order.sort_by(|&a, &b| s[b].abs().total_cmp(&s[a].abs()));
-    let mut kept: Vec<u32> = order[..keep].iter().map(|&i| i as u32).collect();
-    kept.sort_unstable();
-    kept
+    let mut indices: Vec<u32> = order[..keep].iter().map(|&i| i as u32).collect();
+    indices.sort_unstable();
+    indices
 }
 
 /// Truncates `factors` to rank `keep`, keeping the components with the largest |s|: the
