@@ -2,7 +2,7 @@
 # Cuts the test fixture from a CIFAR-10 binary directory: 500 training images (records 0–499
 # of data_batch_1.bin, split into five files of 100 so that the layout matches the official
 # one) and the first 200 test images. These records are lossless in the copy under
-# ../shared/data, so the fixture holds original CIFAR-10 pixels.
+# ../shared/data, so the fixture contains original CIFAR-10 pixels.
 set -euo pipefail
 src=${1:-../shared/data/cifar-10-batches-bin}
 dst=${2:-tests/fixtures/cifar10}

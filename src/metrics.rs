@@ -187,15 +187,15 @@ impl LayerWriter {
 /// epoch) is at most `completed`.
 fn keep_rows_through(path: &Path, completed: usize) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut kept = String::new();
+    let mut rows = String::new();
     for (index, line) in text.lines().enumerate() {
         let epoch = line.split(',').next().and_then(|field| field.parse::<usize>().ok());
         if index == 0 || epoch.is_some_and(|e| e <= completed) {
-            kept.push_str(line);
-            kept.push('\n');
+            rows.push_str(line);
+            rows.push('\n');
         }
     }
-    crate::checkpoint::write_atomically(path, kept.as_bytes())
+    crate::checkpoint::write_atomically(path, rows.as_bytes())
 }
 
 /// Orthogonality error `sqrt(‖UᵀU − I‖² + ‖VᵀV − I‖²)` of one layer.

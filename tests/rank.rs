@@ -84,14 +84,14 @@ fn truncation_gives_best_low_rank_approximation() {
 
     // Eckart–Young: the best rank-3 approximation keeps the three largest singular values.
     let svd = thin_svd(&Matrix::from_tensor(&w).unwrap()).unwrap();
-    let kept: Vec<f32> = svd.s.iter().take(3).copied().collect();
+    let largest: Vec<f32> = svd.s.iter().take(3).copied().collect();
     let best_error: f32 = svd.s[3..].iter().map(|x| x * x).sum::<f32>().sqrt();
     let error = frobenius(&(&w - &approximation).unwrap());
     assert!((error - best_error).abs() < 1e-4, "error {error}, best {best_error}");
     let mut got = f.s.as_tensor().to_vec1::<f32>().unwrap();
     got.sort_by(|a, b| b.total_cmp(a));
-    for (a, b) in got.iter().zip(&kept) {
-        assert!((a - b).abs() < 1e-4, "kept singular values {got:?}, expected {kept:?}");
+    for (a, b) in got.iter().zip(&largest) {
+        assert!((a - b).abs() < 1e-4, "singular values after truncation {got:?}, expected {largest:?}");
     }
 }
 
@@ -109,9 +109,9 @@ fn truncation_slices_adam_moments() {
     let s = layer.factors.s.as_tensor().to_vec1::<f32>().unwrap();
     let mut order: Vec<usize> = (0..s.len()).collect();
     order.sort_by(|&a, &b| s[b].abs().total_cmp(&s[a].abs()));
-    let mut kept: Vec<u32> = order[..2].iter().map(|&i| i as u32).collect();
-    kept.sort_unstable();
-    let index = Tensor::new(kept.as_slice(), &Device::Cpu).unwrap();
+    let mut largest: Vec<u32> = order[..2].iter().map(|&i| i as u32).collect();
+    largest.sort_unstable();
+    let index = Tensor::new(largest.as_slice(), &Device::Cpu).unwrap();
     let before = adam.state.clone();
 
     truncate(&mut layer.factors, 2, &mut adam).unwrap();
