@@ -14,3 +14,26 @@ done
 dd if="$src/test_batch.bin" of="$dst/test_batch.bin" bs=$record count=200 status=none
 cp "$src/batches.meta.txt" "$dst/"
 ls -l "$dst"
+
+# Fashion-MNIST: the first 300 training and 100 test images of Debian's copy, as gzip IDX files
+# with headers rewritten for the smaller counts.
+fashion_src=${3:-/usr/share/datasets/fashion-mnist}
+fashion_dst=${4:-tests/fixtures/fashion-mnist}
+if [ -d "$fashion_src" ]; then
+  mkdir -p "$fashion_dst"
+  python3 - "$fashion_src" "$fashion_dst" <<'PY'
+import gzip, struct, sys
+src, dst = sys.argv[1:3]
+for prefix, count in (("train", 300), ("t10k", 100)):
+    for kind, item in (("images-idx3-ubyte", 28 * 28), ("labels-idx1-ubyte", 1)):
+        name = f"{prefix}-{kind}.gz"
+        data = gzip.open(f"{src}/{name}").read()
+        dims = data[3]
+        header = bytearray(data[:4 + 4 * dims])
+        header[4:8] = struct.pack(">I", count)
+        body = data[4 + 4 * dims:4 + 4 * dims + count * item]
+        with gzip.GzipFile(f"{dst}/{name}", "wb", mtime=0) as out:
+            out.write(bytes(header) + body)
+PY
+  ls -l "$fashion_dst"
+fi

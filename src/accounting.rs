@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::models::Model;
 
-/// Costs of one SVD layer.
+/// Costs of one weight layer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerCost {
     pub name: String,
@@ -15,7 +15,7 @@ pub struct LayerCost {
     pub shape: Vec<usize>,
     pub rank: usize,
     pub full_rank: usize,
-    /// `r·(m + n + 1)` plus the bias.
+    /// `r·(m + n + 1)` plus the bias (SVD), or `m·n` plus the bias (dense).
     pub params: usize,
     /// `m·n` plus the bias.
     pub dense_params: usize,
@@ -29,11 +29,11 @@ pub struct LayerCost {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelCost {
     pub layers: Vec<LayerCost>,
-    /// Every trainable number: SVD layers, biases and BatchNorm.
+    /// Every trainable number: weight layers, biases and BatchNorm.
     pub params: usize,
     /// The same for the dense model with the same shapes.
     pub dense_params: usize,
-    /// Inference multiply-adds per image of the SVD layers.
+    /// Inference multiply-adds per image of the weight layers.
     pub macs: usize,
     pub dense_macs: usize,
 }
@@ -53,21 +53,21 @@ impl ModelCost {
 /// Measures `model` at its current ranks.
 pub fn model_cost(model: &Model) -> ModelCost {
     let layers: Vec<LayerCost> = model
-        .svd_layers()
+        .layers()
         .iter()
-        .map(|f| {
-            let bias = f.weight_shape[0];
-            let geometry = f.geometry.get().copied().unwrap_or_default();
+        .map(|layer| {
+            let shape = layer.weight_shape();
+            let bias = shape[0];
             LayerCost {
-                name: f.name.clone(),
-                kind: if f.weight_shape.len() == 4 { "conv" } else { "linear" }.to_string(),
-                shape: f.weight_shape.clone(),
-                rank: f.rank(),
-                full_rank: f.rows().min(f.cols()),
-                params: f.num_params() + bias,
-                dense_params: f.dense_params() + bias,
-                macs: f.rank() * geometry.macs_per_rank,
-                dense_macs: geometry.dense_macs,
+                name: layer.name().to_string(),
+                kind: if shape.len() == 4 { "conv" } else { "linear" }.to_string(),
+                shape: shape.to_vec(),
+                rank: layer.rank(),
+                full_rank: layer.full_rank(),
+                params: layer.weight_params() + bias,
+                dense_params: shape.iter().product::<usize>() + bias,
+                macs: layer.macs(),
+                dense_macs: layer.geometry().dense_macs,
             }
         })
         .collect();

@@ -82,13 +82,13 @@ pub struct Checkpoint {
 /// Per-layer records of `model`.
 pub fn layer_infos(model: &Model) -> Vec<LayerInfo> {
     model
-        .svd_layers()
+        .layers()
         .iter()
-        .map(|f| LayerInfo {
-            name: f.name.clone(),
-            shape: f.weight_shape.clone(),
-            rank: f.rank(),
-            full_rank: f.rows().min(f.cols()),
+        .map(|layer| LayerInfo {
+            name: layer.name().to_string(),
+            shape: layer.weight_shape().to_vec(),
+            rank: layer.rank(),
+            full_rank: layer.full_rank(),
         })
         .collect()
 }
@@ -186,7 +186,10 @@ impl Checkpoint {
             path: self.path.clone(),
             device: device.clone(),
         };
-        let model = Model::build(&self.meta.config.model, self.meta.num_classes, &mut source)?;
+        let model = Model::build(&self.meta.config, &mut source)?;
+        if model.num_classes != self.meta.num_classes {
+            return Err(Error::checkpoint(&self.path, "the class count in the metadata does not match its dataset: the file is corrupt"));
+        }
         let stored = &self.meta.layers;
         let built = layer_infos(&model);
         if stored.len() != built.len() || stored.iter().zip(&built).any(|(a, b)| a.shape != b.shape) {

@@ -19,6 +19,7 @@ pub struct Config {
     pub method: MethodConfig,
     pub rank: RankConfig,
     pub train: TrainConfig,
+    pub diagnostics: DiagnosticsConfig,
 }
 
 /// `[experiment]`: naming, seeding and where runs go.
@@ -84,7 +85,7 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// `smallconv`, `vgg13` or `resnet32`.
+    /// `smallconv`, `vgg13`, `resnet20`, `resnet32`, `resnet56`, `lenet` or `mlp`.
     pub arch: String,
     /// BatchNorm after every convolution.
     pub batch_norm: bool,
@@ -95,6 +96,8 @@ pub struct ModelConfig {
     /// ResNet shortcut when the shape changes: `a` (zero-padded identity, no parameters) or
     /// `b` (1×1 convolution with BatchNorm).
     pub shortcut: String,
+    /// Units of each hidden layer of the MLP (times `width`).
+    pub hidden: usize,
 }
 
 impl Default for ModelConfig {
@@ -105,6 +108,7 @@ impl Default for ModelConfig {
             width: 1.0,
             kernel_size: 3,
             shortcut: "a".into(),
+            hidden: 1024,
         }
     }
 }
@@ -113,7 +117,8 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MethodConfig {
-    /// Learning rule; `ssa` is SVD-Space Alignment.
+    /// Learning rule: `ssa` (SVD-Space Alignment), `svd_bp`, `bp`, `dfa`, `fa`, `usf`,
+    /// `brsf` or `drtp`.
     pub rule: String,
     /// Weight of the broadcast-error (DFA) surrogate loss of each hidden unit.
     pub alpha: f64,
@@ -242,10 +247,27 @@ impl Default for TrainConfig {
     }
 }
 
+/// `[diagnostics]`: gradient-alignment angles measured during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnosticsConfig {
+    /// Measure every N optimiser steps (0 = never): per layer, the angle between the rule's
+    /// update and the true BP gradient, written to `layers.csv`.
+    pub every: usize,
+    /// Images in the fixed probe batch (the first of the training set, not augmented).
+    pub probe_size: usize,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        Self { every: 0, probe_size: 128 }
+    }
+}
+
 /// Names accepted by the string-valued keys.
-pub const DATASETS: &[&str] = &["cifar10", "cifar100"];
-pub const ARCHS: &[&str] = &["smallconv", "vgg13", "resnet32"];
-pub const RULES: &[&str] = &["ssa"];
+pub const DATASETS: &[&str] = &crate::data::DATASETS;
+pub const ARCHS: &[&str] = &["smallconv", "vgg13", "resnet20", "resnet32", "resnet56", "lenet", "mlp"];
+pub const RULES: &[&str] = &crate::rules::RULES;
 pub const ALIGNMENTS: &[&str] = &["factor", "subspace"];
 pub const SHORTCUTS: &[&str] = &["a", "b"];
 pub const OPTIMIZERS: &[&str] = &["adam"];
@@ -264,6 +286,8 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "train.eval_every",
     "train.checkpoint_every",
     "train.on_nan",
+    "diagnostics.every",
+    "diagnostics.probe_size",
 ];
 
 impl Config {
@@ -301,15 +325,15 @@ impl Config {
         toml::to_string_pretty(self).expect("a Config always serialises to TOML")
     }
 
-    /// Returns the dataset directory: `data.dir`, or `data/<official directory name>` when empty.
+    /// Returns the dataset directory: `data.dir`, or when empty `data/<official directory
+    /// name>` (CIFAR) or Debian's directory (Fashion-MNIST).
     pub fn data_dir(&self) -> String {
         if !self.data.dir.is_empty() {
             return self.data.dir.clone();
         }
-        match self.data.dataset.as_str() {
-            "cifar100" => "data/cifar-100-binary".into(),
-            _ => "data/cifar-10-batches-bin".into(),
-        }
+        crate::data::DatasetKind::from_name(&self.data.dataset)
+            .map(|kind| kind.default_dir())
+            .unwrap_or_else(|_| "data/cifar-10-batches-bin".into())
     }
 
     /// Checks every value against its allowed range or set of names.
@@ -337,9 +361,17 @@ impl Config {
             non_negative(key, value)?;
         }
         positive("method.feedback_scale", me.feedback_scale)?;
+        at_least_one("model.hidden", m.hidden)?;
 
         let r = &self.rank;
         one_of("rank.schedule", &r.schedule, RANK_SCHEDULES)?;
+        if r.schedule != "none" && crate::rules::layer_kind(&me.rule)? == crate::layers::LayerKind::Dense {
+            return Err(Error::Config(format!(
+                "key `rank.schedule` = \"{}\" needs SVD layers, but rule \"{}\" trains dense \
+                 layers: set rank.schedule = \"none\" or use rule ssa or svd_bp",
+                r.schedule, me.rule
+            )));
+        }
         at_least_one("rank.prune_every", r.prune_every)?;
         for (key, value) in [
             ("rank.phase1_fraction", r.phase1_fraction),
@@ -374,6 +406,7 @@ impl Config {
             }
         }
         crate::device::parse_device_name(&t.device)?;
+        at_least_one("diagnostics.probe_size", self.diagnostics.probe_size)?;
         Ok(())
     }
 

@@ -52,6 +52,26 @@ enum Command {
         #[arg(long, value_name = "DEVICE")]
         device: Option<String>,
     },
+    /// Print one table comparing runs: rule, model, dataset, epochs, best and final test
+    /// top-1, parameters, inference MFLOPs and seconds per epoch.
+    Report {
+        /// Run directories written by `ssa train`.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Table format.
+        #[arg(long, value_parser = ["markdown", "csv"], default_value = "markdown")]
+        format: String,
+    },
+    /// Draw test accuracy against epoch for runs, and the per-layer gradient angles when
+    /// their layers.csv has them (diagnostics.every > 0).
+    Plot {
+        /// Run directories written by `ssa train`.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Output image: a .png or .svg file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Manage datasets.
     Data {
         #[command(subcommand)]
@@ -241,6 +261,10 @@ fn run_train(args: TrainArgs, log_file: &Mutex<Option<File>>) -> anyhow::Result<
     Ok(())
 }
 
+fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ssa::report::RunSummary>> {
+    Ok(dirs.iter().map(|dir| ssa::report::read_run(dir)).collect::<ssa::Result<Vec<_>>>()?)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_file = Arc::new(Mutex::new(None));
@@ -254,6 +278,15 @@ fn main() -> ExitCode {
         Command::Data { command: DataCommand::Download { dataset, dir, url, md5 } } => {
             run_download(&dataset, &dir, url, md5)
         }
+        Command::Report { runs, format } => read_runs(&runs).map(|runs| {
+            let format = if format == "csv" { ssa::report::Format::Csv } else { ssa::report::Format::Markdown };
+            print!("{}", ssa::report::render(&runs, format));
+        }),
+        Command::Plot { runs, out } => read_runs(&runs).and_then(|runs| {
+            ssa::plot::write_plot(&runs, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }),
         Command::Summary { config, overrides } => Config::load(&config, &overrides)
             .and_then(|config| {
                 let cost = ssa::summary::summarize(&config)?;

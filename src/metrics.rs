@@ -9,7 +9,7 @@ use candle_nn::loss::cross_entropy;
 
 use crate::accounting::model_cost;
 use crate::data::BatchLoader;
-use crate::layers::SvdFactors;
+use crate::layers::{LayerRef, SvdFactors};
 use crate::linalg::{largest_principal_angle_deg, Matrix};
 use crate::error::{Error, Result};
 use crate::models::Model;
@@ -88,7 +88,11 @@ impl MetricsWriter {
     /// Reopens `path` for a resumed run, dropping rows of epochs after `completed` (written
     /// after the last checkpoint, so they will be written again).
     pub fn resume(path: &Path, completed: usize) -> Result<Self> {
-        keep_rows_through(path, completed)?;
+        keep_rows_through(path, 0, completed)?;
+        Self::open_append(path)
+    }
+
+    fn open_append(path: &Path) -> Result<Self> {
         let file = OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -125,9 +129,11 @@ impl MetricsWriter {
     }
 }
 
-/// Columns of `layers.csv`: one row per SVD layer per epoch.
-const LAYER_COLUMNS: [&str; 9] = [
+/// Columns of `layers.csv`: one row per weight layer at the end of every epoch, and one per
+/// layer at every diagnostics measurement (those rows fill `grad_angle_deg`).
+pub const LAYER_COLUMNS: [&str; 11] = [
     "epoch",
+    "step",
     "layer",
     "rank",
     "full_rank",
@@ -136,9 +142,13 @@ const LAYER_COLUMNS: [&str; 9] = [
     "mflops",
     "orth_error",
     "subspace_angle_deg",
+    "grad_angle_deg",
 ];
 
-/// Appends per-layer rows to `layers.csv`, flushing after each epoch.
+/// Column of `layers.csv` that a resumed run filters on: the optimiser step.
+const LAYER_STEP_COLUMN: usize = 1;
+
+/// Appends per-layer rows to `layers.csv`, flushing after each batch of rows.
 pub struct LayerWriter {
     inner: MetricsWriter,
 }
@@ -155,21 +165,31 @@ impl LayerWriter {
         Ok(Self { inner })
     }
 
-    /// Reopens `path` for a resumed run, dropping rows of epochs after `completed`.
-    pub fn resume(path: &Path, completed: usize) -> Result<Self> {
-        Ok(Self { inner: MetricsWriter::resume(path, completed)? })
+    /// Reopens `path` for a resumed run, dropping rows written after step `steps`.
+    pub fn resume(path: &Path, steps: usize) -> Result<Self> {
+        keep_rows_through(path, LAYER_STEP_COLUMN, steps)?;
+        Ok(Self { inner: MetricsWriter::open_append(path)? })
     }
 
-    /// Appends one row per SVD layer of `model` for `epoch`.
-    pub fn append(&mut self, epoch: usize, model: &Model) -> Result<()> {
+    /// Appends one row per weight layer of `model`, with the gradient angles when given (in
+    /// network order, as [`crate::diagnostics::gradient_angles`] returns them).
+    pub fn append(&mut self, epoch: usize, step: usize, model: &Model, angles: Option<&[(String, f64)]>) -> Result<()> {
         let cost = model_cost(model);
-        for (layer, factors) in cost.layers.iter().zip(model.svd_layers()) {
-            let orth = orthogonality_error(factors)?;
-            let u = Matrix::from_tensor(factors.u.as_tensor())?;
-            let u_b = Matrix::from_tensor(&factors.u_b)?;
-            let angle = largest_principal_angle_deg(&u, &u_b)?;
+        for (index, (layer, info)) in cost.layers.iter().zip(model.layers()).enumerate() {
+            let (orth, subspace) = match info {
+                LayerRef::Svd(factors) => {
+                    let u = Matrix::from_tensor(factors.u.as_tensor())?;
+                    let u_b = Matrix::from_tensor(&factors.u_b)?;
+                    (
+                        format!("{:.6}", orthogonality_error(factors)?),
+                        format!("{:.3}", largest_principal_angle_deg(&u, &u_b)?),
+                    )
+                }
+                LayerRef::Dense { .. } => (String::new(), String::new()),
+            };
+            let angle = angles.and_then(|a| a.get(index)).map(|(_, a)| format!("{a:.3}")).unwrap_or_default();
             let line = format!(
-                "{epoch},{},{},{},{},{},{:.4},{orth:.6},{angle:.3}",
+                "{epoch},{step},{},{},{},{},{},{:.4},{orth},{subspace},{angle}",
                 layer.name,
                 layer.rank,
                 layer.full_rank,
@@ -183,14 +203,14 @@ impl LayerWriter {
     }
 }
 
-/// Rewrites the CSV file at `path`, keeping the header and the rows whose first field (the
-/// epoch) is at most `completed`.
-fn keep_rows_through(path: &Path, completed: usize) -> Result<()> {
+/// Rewrites the CSV file at `path`, keeping the header and the rows whose field `column` is
+/// at most `max`.
+fn keep_rows_through(path: &Path, column: usize, max: usize) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut rows = String::new();
     for (index, line) in text.lines().enumerate() {
-        let epoch = line.split(',').next().and_then(|field| field.parse::<usize>().ok());
-        if index == 0 || epoch.is_some_and(|e| e <= completed) {
+        let value = line.split(',').nth(column).and_then(|field| field.parse::<usize>().ok());
+        if index == 0 || value.is_some_and(|v| v <= max) {
             rows.push_str(line);
             rows.push('\n');
         }

@@ -4,7 +4,6 @@ use candle_core::Device;
 
 use crate::accounting::{model_cost, ModelCost};
 use crate::config::Config;
-use crate::data::DatasetKind;
 use crate::error::Result;
 use crate::layers::WeightSource;
 use crate::models::Model;
@@ -12,9 +11,8 @@ use crate::ssa::rank::RankBounds;
 
 /// Builds the model of `config` with zero weights (no SVD is computed) and measures it.
 pub fn summarize(config: &Config) -> Result<ModelCost> {
-    let classes = DatasetKind::from_name(&config.data.dataset)?.num_classes();
     let mut source = WeightSource::Shapes { device: Device::Cpu };
-    let model = Model::build(&config.model, classes, &mut source)?;
+    let model = Model::build(config, &mut source)?;
     Ok(model_cost(&model))
 }
 

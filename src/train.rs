@@ -21,6 +21,7 @@ use crate::layers::WeightSource;
 use crate::metrics::{evaluate, EpochMetrics, EvalResult, LayerWriter, MetricsWriter};
 use crate::models::Model;
 use crate::optim::{lr_multiplier, Adam, StepLr};
+use crate::diagnostics;
 use crate::rules::{self, LearningRule, StepStats};
 use crate::ssa::rank::{self, RankBounds, RankEvent};
 
@@ -243,6 +244,8 @@ struct Session {
     /// First epoch to run (from 0) and the progress already made through it.
     start_epoch: usize,
     progress: Option<EpochProgress>,
+    /// Fixed batch of the gradient diagnostics, assembled on first use.
+    probe: Option<crate::data::Batch>,
 }
 
 fn loaders(config: &Config) -> Result<(BatchLoader, BatchLoader)> {
@@ -285,8 +288,7 @@ pub fn train(config: &Config, run_dir: &Path) -> Result<TrainSummary> {
     let (train_loader, test_loader) = loaders(config)?;
 
     let started = Instant::now();
-    let classes = DatasetKind::from_name(&config.data.dataset)?.num_classes();
-    let model = Model::build(&config.model, classes, &mut WeightSource::init(config.experiment.seed, &device))?;
+    let model = Model::build(config, &mut WeightSource::init(config.experiment.seed, &device))?;
     let rule = rules::build(config, &model)?;
     tracing::info!(
         "model: {} with {} SVD layers, {} parameters, built in {:.1}s; rule {}",
@@ -311,6 +313,7 @@ pub fn train(config: &Config, run_dir: &Path) -> Result<TrainSummary> {
         best_test_top1: None,
         start_epoch: 0,
         progress: None,
+        probe: None,
     };
     session.run()
 }
@@ -376,10 +379,11 @@ pub fn resume(config: &Config, run_dir: &Path, checkpoint_path: &Path) -> Result
         rule,
         optimizer,
         metrics: MetricsWriter::resume(&run_dir.join("metrics.csv"), completed)?,
-        layer_metrics: LayerWriter::resume(&run_dir.join("layers.csv"), completed)?,
+        layer_metrics: LayerWriter::resume(&run_dir.join("layers.csv"), saved.meta.rule_steps)?,
         best_test_top1: saved.meta.best_test_top1,
         start_epoch,
         progress,
+        probe: None,
     };
     session.run()
 }
@@ -407,6 +411,9 @@ impl Session {
             let started = Instant::now();
             let bar = progress_bar(steps_per_epoch, first_step, epoch, config.train.epochs);
             let mut lr = config.train.lr;
+            if self.rule.steps() == 0 {
+                self.diagnose(epoch)?;
+            }
             for (step, host) in self.train_loader.epoch(epoch).enumerate().skip(first_step) {
                 let batch = host.to_device(&self.device)?;
                 let step_lr = StepLr::from_config(&config.train, lr_multiplier(&config.train, epoch, step, steps_per_epoch));
@@ -414,6 +421,7 @@ impl Session {
                 if let Some(stats) = self.guarded_step(&batch, step_lr, epoch)? {
                     totals.add(stats, host.labels.len())?;
                 }
+                self.diagnose(epoch)?;
                 if let Some(bar) = &bar {
                     bar.inc(1);
                     if step % 10 == 0 {
@@ -472,7 +480,7 @@ impl Session {
                 loss_terms,
             };
             self.metrics.append(&row)?;
-            self.layer_metrics.append(epoch + 1, &self.model)?;
+            self.layer_metrics.append(epoch + 1, self.rule.steps(), &self.model, None)?;
             let ranks: Vec<String> = self.model.svd_layers().iter().map(|f| f.rank().to_string()).collect();
             tracing::info!(
                 "epoch {:>3}  loss {:.4}  top-1 {:.4}  test {}  {:>7.1} img/s  {:>6.1}s  {:>8.1} MFLOPs  ranks {}",
@@ -529,6 +537,32 @@ impl Session {
             ))),
             Err(other) => Err(other),
         }
+    }
+
+    /// Measures the gradient angles on the probe batch when a diagnostics step is due.
+    fn diagnose(&mut self, epoch: usize) -> Result<()> {
+        let every = self.config.diagnostics.every;
+        let steps = self.rule.steps();
+        if every == 0 || steps % every != 0 {
+            return Ok(());
+        }
+        let probe = match &self.probe {
+            Some(probe) => probe.clone(),
+            None => {
+                let count = self.config.diagnostics.probe_size.min(self.train_loader.dataset.len());
+                let indices: Vec<usize> = (0..count).collect();
+                let loader = BatchLoader {
+                    augment: false,
+                    ..self.train_loader.clone()
+                };
+                let host = loader.assemble(&indices, &mut crate::rng::stream_rng(0, crate::rng::Stream::Data, 0));
+                let batch = host.to_device(&self.device)?;
+                self.probe = Some(batch.clone());
+                batch
+            }
+        };
+        let angles = diagnostics::gradient_angles(&self.model, self.rule.as_mut(), &probe)?;
+        self.layer_metrics.append(epoch + 1, steps, &self.model, Some(&angles))
     }
 
     fn batch_norm_statistics(&self) -> Result<Vec<(candle_core::Var, Tensor)>> {

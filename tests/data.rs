@@ -121,3 +121,46 @@ fn cifar100_reader_uses_fine_labels() {
     assert!(message.contains("test.bin"), "{message}");
     assert!(message.contains("3074-byte records"), "{message}");
 }
+
+fn fashion_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion-mnist")
+}
+
+/// The Fashion-MNIST fixture holds the first 300 training and 100 test images of Debian's
+/// files; the reader returns them as 28×28 single-channel images with labels below 10.
+#[test]
+fn reads_fashion_mnist_idx_files() {
+    let train = load_split(DatasetKind::FashionMnist, &fashion_fixture(), Split::Train, 0).unwrap();
+    let test = load_split(DatasetKind::FashionMnist, &fashion_fixture(), Split::Test, 0).unwrap();
+    assert_eq!((train.len(), test.len()), (300, 100));
+    assert_eq!((train.side, train.channels, train.pixels()), (28, 1, 784));
+    // The first training labels of Fashion-MNIST: ankle boot, T-shirt, T-shirt, dress.
+    assert_eq!(train.labels[..4], [9, 0, 0, 3]);
+    assert!(train.labels.iter().all(|&l| l < 10));
+    let some = load_split(DatasetKind::FashionMnist, &fashion_fixture(), Split::Train, 20).unwrap();
+    assert_eq!(some.images[..], train.images[..20 * 784]);
+}
+
+#[test]
+fn damaged_fashion_mnist_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"] {
+        std::fs::copy(fashion_fixture().join(name), dir.path().join(name)).unwrap();
+    }
+    // A gzip file cut in half.
+    let images = dir.path().join("train-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
+    let message = load_split(DatasetKind::FashionMnist, dir.path(), Split::Train, 0).unwrap_err().to_string();
+    assert!(message.contains("train-images-idx3-ubyte.gz") && message.contains("gzip"), "{message}");
+
+    // Labels of the test split where the training labels should be.
+    std::fs::write(&images, &bytes).unwrap();
+    std::fs::copy(fashion_fixture().join("t10k-labels-idx1-ubyte.gz"), dir.path().join("train-labels-idx1-ubyte.gz")).unwrap();
+    let message = load_split(DatasetKind::FashionMnist, dir.path(), Split::Train, 0).unwrap_err().to_string();
+    assert!(message.contains("100 labels") && message.contains("300 images"), "{message}");
+
+    // A missing directory says how to install the package.
+    let message = load_split(DatasetKind::FashionMnist, &dir.path().join("none"), Split::Test, 0).unwrap_err().to_string();
+    assert!(message.contains("apt-get install dataset-fashion-mnist"), "{message}");
+}

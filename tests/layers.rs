@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ssa::layers::param::FactorTensors;
-use ssa::layers::{SvdConv2d, SvdFactors, SvdLinear};
+use ssa::layers::{Pass, SvdConv2d, SvdFactors, SvdLinear};
 use ssa::linalg::{thin_svd, Matrix};
 use ssa::rng::normal_vec;
 use ssa::ssa::stiefel::project_tangent;
@@ -60,7 +60,7 @@ fn conv_pair_matches_dense_convolution() {
         let pair = conv_pair(&kernel, &bias, stride);
         assert_eq!(pair.factors.rank(), (c * k).min(f * k));
 
-        let got = pair.forward(&x).unwrap();
+        let got = pair.forward(&x, &Pass::default()).unwrap();
         let nchw = x.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
         let expected = nchw
             .conv2d(&kernel, k / 2, stride, 1, 1)
@@ -97,7 +97,7 @@ fn linear_matches_dense_product() {
     };
     let x = random(&mut rng, &[4, 9]);
     let expected = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&bias).unwrap();
-    let error = max_abs_diff(&layer.forward(&x).unwrap(), &expected);
+    let error = max_abs_diff(&layer.forward(&x, &Pass::default()).unwrap(), &expected);
     assert!(error < 1e-4, "max error {error}");
 }
 
@@ -118,7 +118,7 @@ fn factor_gradients_match_closed_form() {
     let signal = random(&mut rng, &[batch, m]);
 
     let surrogate = |out: &Tensor| (out * &signal).unwrap().sum_all().unwrap() / batch as f64;
-    let grads = surrogate(&layer.forward(&x).unwrap()).unwrap().backward().unwrap();
+    let grads = surrogate(&layer.forward(&x, &Pass::default()).unwrap()).unwrap().backward().unwrap();
     let f = &layer.factors;
     let grad_u = grads.get(&f.u).unwrap();
     let grad_s = grads.get(&f.s).unwrap();

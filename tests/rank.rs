@@ -4,9 +4,9 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ssa::accounting::model_cost;
-use ssa::config::{ModelConfig, RankConfig};
+use ssa::config::{Config, RankConfig};
 use ssa::layers::param::FactorTensors;
-use ssa::layers::{SvdFactors, SvdLinear, WeightSource};
+use ssa::layers::{Pass, SvdFactors, SvdLinear, WeightSource};
 use ssa::linalg::{thin_svd, Matrix};
 use ssa::models::Model;
 use ssa::optim::Adam;
@@ -54,14 +54,14 @@ fn full_energy_truncation_keeps_output() {
     let w = random(&mut rng, &[6, 3]).matmul(&random(&mut rng, &[3, 8])).unwrap();
     let mut layer = linear_from(&w, &mut rng);
     let x = random(&mut rng, &[5, 8]);
-    let before = layer.forward(&x).unwrap();
+    let before = layer.forward(&x, &Pass::default()).unwrap();
 
     let s = layer.factors.s.as_tensor().to_vec1::<f32>().unwrap();
     let keep = energy_rank(&s, 1.0 - 1e-6, 1, s.len());
     assert_eq!(keep, 3);
     truncate(&mut layer.factors, keep, &mut Adam::from_config(&Default::default())).unwrap();
     assert_eq!(layer.factors.rank(), 3);
-    let after = layer.forward(&x).unwrap();
+    let after = layer.forward(&x, &Pass::default()).unwrap();
     assert!(max_abs_diff(&before, &after) < 1e-4);
 }
 
@@ -200,8 +200,8 @@ fn energy_rank_respects_floor_and_current() {
 
 #[test]
 fn counts_match_hand_computed_values() {
-    let config = ModelConfig::default();
-    let model = Model::build(&config, 10, &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+    let config = Config::default();
+    let model = Model::build(&config, &mut WeightSource::init(0, &Device::Cpu)).unwrap();
     let cost = model_cost(&model);
     let layer = |name: &str| cost.layers.iter().find(|l| l.name == name).unwrap().clone();
 

@@ -43,7 +43,7 @@ fn ssa_lowers_smallconv_loss_on_fixed_batch() {
         .to_device(&device)
         .unwrap();
 
-    let model = Model::build(&config.model, 10, &mut WeightSource::init(0, &device)).unwrap();
+    let model = Model::build(&config, &mut WeightSource::init(0, &device)).unwrap();
     let mut rule = rules::build(&config, &model).unwrap();
     let mut optimizer = Adam::from_config(&config.train);
     let lr = StepLr::from_config(&config.train, 1.0);

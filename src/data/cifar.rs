@@ -1,4 +1,4 @@
-//! Readers for the CIFAR-10 and CIFAR-100 binary formats.
+//! Readers for the CIFAR-10 and CIFAR-100 binary formats, and the dataset kinds.
 //!
 //! A CIFAR-10 record is one label byte followed by 3,072 pixel bytes (1,024 red, 1,024 green,
 //! 1,024 blue, each plane row-major 32×32). A CIFAR-100 record has two label bytes (coarse,
@@ -11,9 +11,9 @@ use crate::error::{Error, Result};
 
 /// Image side length of both CIFAR datasets.
 pub const SIDE: usize = 32;
-/// Colour channels.
+/// Colour channels of CIFAR.
 pub const CHANNELS: usize = 3;
-/// Pixel bytes of one image.
+/// Pixel bytes of one CIFAR image.
 pub const PIXELS: usize = SIDE * SIDE * CHANNELS;
 /// Records in each official file of CIFAR-10.
 const CIFAR10_RECORDS_PER_FILE: usize = 10_000;
@@ -23,7 +23,12 @@ const CIFAR10_RECORDS_PER_FILE: usize = 10_000;
 pub enum DatasetKind {
     Cifar10,
     Cifar100,
+    /// Fashion-MNIST: 28×28 grayscale, gzip-compressed IDX files.
+    FashionMnist,
 }
+
+/// Config names of the datasets.
+pub const DATASETS: [&str; 3] = ["cifar10", "cifar100", "fashion_mnist"];
 
 /// Training or test split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,29 +38,55 @@ pub enum Split {
 }
 
 impl DatasetKind {
-    /// Parses a config name (`cifar10`, `cifar100`).
+    /// Parses a config name (see [`DATASETS`]).
     pub fn from_name(name: &str) -> Result<Self> {
         match name {
             "cifar10" => Ok(Self::Cifar10),
             "cifar100" => Ok(Self::Cifar100),
+            "fashion_mnist" => Ok(Self::FashionMnist),
             other => Err(Error::Config(format!(
-                "key `data.dataset` = \"{other}\" is not supported: expected \"cifar10\" or \"cifar100\""
+                "key `data.dataset` = \"{other}\" is not supported: expected one of {DATASETS:?}"
             ))),
+        }
+    }
+
+    /// Config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cifar10 => DATASETS[0],
+            Self::Cifar100 => DATASETS[1],
+            Self::FashionMnist => DATASETS[2],
         }
     }
 
     /// Number of classes.
     pub fn num_classes(self) -> usize {
         match self {
-            Self::Cifar10 => 10,
+            Self::Cifar10 | Self::FashionMnist => 10,
             Self::Cifar100 => 100,
         }
     }
 
-    /// Label bytes before the pixels of each record.
+    /// Image side length in pixels.
+    pub fn side(self) -> usize {
+        match self {
+            Self::Cifar10 | Self::Cifar100 => SIDE,
+            Self::FashionMnist => super::idx::SIDE,
+        }
+    }
+
+    /// Channels per pixel.
+    pub fn channels(self) -> usize {
+        match self {
+            Self::Cifar10 | Self::Cifar100 => CHANNELS,
+            Self::FashionMnist => 1,
+        }
+    }
+
+    /// Label bytes before the pixels of each CIFAR record.
     fn label_bytes(self) -> usize {
         match self {
-            Self::Cifar10 => 1,
+            Self::Cifar10 | Self::FashionMnist => 1,
             Self::Cifar100 => 2,
         }
     }
@@ -74,6 +105,36 @@ impl DatasetKind {
             (Self::Cifar10, Split::Test) => vec!["test_batch.bin".into()],
             (Self::Cifar100, Split::Train) => vec!["train.bin".into()],
             (Self::Cifar100, Split::Test) => vec!["test.bin".into()],
+            (Self::FashionMnist, Split::Train) => {
+                vec!["train-images-idx3-ubyte.gz".into(), "train-labels-idx1-ubyte.gz".into()]
+            }
+            (Self::FashionMnist, Split::Test) => {
+                vec!["t10k-images-idx3-ubyte.gz".into(), "t10k-labels-idx1-ubyte.gz".into()]
+            }
+        }
+    }
+
+    /// Where the dataset is looked for when `data.dir` is empty.
+    pub fn default_dir(self) -> String {
+        match self {
+            Self::FashionMnist => super::idx::DEBIAN_DIR.into(),
+            _ => format!("data/{}", self.official_dir_name()),
+        }
+    }
+
+    /// How to get the files, for error messages.
+    pub fn how_to_get(self) -> String {
+        match self {
+            Self::FashionMnist => format!(
+                "install Debian's package (`apt-get install dataset-fashion-mnist` puts the files in \
+                 {}) or pass --data-dir",
+                super::idx::DEBIAN_DIR
+            ),
+            _ => format!(
+                "run `ssa data download {}` (or set data.download = true), extract the official \
+                 binary archive, or pass --data-dir",
+                self.name()
+            ),
         }
     }
 
@@ -82,6 +143,7 @@ impl DatasetKind {
         match self {
             Self::Cifar10 => "cifar-10-batches-bin",
             Self::Cifar100 => "cifar-100-binary",
+            Self::FashionMnist => "fashion-mnist",
         }
     }
 }
@@ -89,10 +151,14 @@ impl DatasetKind {
 /// Images and labels of one split, kept as raw bytes.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// `len × 3072` bytes, each image in the file's channel-planar layout.
+    /// `len × side² × channels` bytes, each image channel-planar (each plane row-major).
     pub images: Vec<u8>,
     pub labels: Vec<u32>,
     pub num_classes: usize,
+    /// Image side length.
+    pub side: usize,
+    /// Channels per pixel.
+    pub channels: usize,
 }
 
 impl Dataset {
@@ -106,9 +172,15 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// Bytes of one image.
+    pub fn pixels(&self) -> usize {
+        self.side * self.side * self.channels
+    }
+
     /// Pixel bytes of image `index`, channel-planar.
     pub fn image(&self, index: usize) -> &[u8] {
-        &self.images[index * PIXELS..(index + 1) * PIXELS]
+        let pixels = self.pixels();
+        &self.images[index * pixels..(index + 1) * pixels]
     }
 }
 
@@ -121,15 +193,14 @@ pub fn load_split(kind: DatasetKind, dir: &Path, split: Split, limit: usize) -> 
         return Err(Error::data(
             dir,
             format!(
-                "directory not found: run `ssa data download {}` (or set data.download = true), \
-                 extract the official binary archive so that it contains {}, or pass --data-dir",
-                match kind {
-                    DatasetKind::Cifar10 => "cifar10",
-                    DatasetKind::Cifar100 => "cifar100",
-                },
-                kind.file_names(split).join(", ")
+                "directory not found: it should contain {}; {}",
+                kind.file_names(split).join(", "),
+                kind.how_to_get()
             ),
         ));
+    }
+    if kind == DatasetKind::FashionMnist {
+        return super::idx::load_split(dir, split, limit);
     }
 
     let record = kind.record_bytes();
@@ -158,6 +229,8 @@ pub fn load_split(kind: DatasetKind, dir: &Path, split: Split, limit: usize) -> 
         images: Vec::with_capacity(requested * PIXELS),
         labels: Vec::with_capacity(requested),
         num_classes: kind.num_classes(),
+        side: SIDE,
+        channels: CHANNELS,
     };
     for (path, records) in files {
         if dataset.len() >= requested {

@@ -17,16 +17,18 @@ use crate::error::{Error, Result};
 
 /// Archive address and MD5 of each dataset, as published on the CIFAR page of the University
 /// of Toronto.
-pub fn official_source(kind: DatasetKind) -> (&'static str, &'static str) {
+/// Fashion-MNIST has none: Debian packages it.
+pub fn official_source(kind: DatasetKind) -> Option<(&'static str, &'static str)> {
     match kind {
-        DatasetKind::Cifar10 => (
+        DatasetKind::Cifar10 => Some((
             "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
             "c32a1d4ab5d03f1284b67883e8d87530",
-        ),
-        DatasetKind::Cifar100 => (
+        )),
+        DatasetKind::Cifar100 => Some((
             "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
             "03b5dce01913d631647c71ecec9e9cb8",
-        ),
+        )),
+        DatasetKind::FashionMnist => None,
     }
 }
 
@@ -41,9 +43,15 @@ pub struct Source {
 impl Source {
     /// Returns the official source, or `url` with `md5` when `url` is not empty.
     pub fn new(kind: DatasetKind, url: &str, md5: &str) -> Result<Self> {
+        let Some((official_url, official_md5)) = official_source(kind) else {
+            return Err(Error::Config(format!(
+                "{} is not downloaded by ssa: {}",
+                kind.name(),
+                kind.how_to_get()
+            )));
+        };
         if url.is_empty() {
-            let (url, md5) = official_source(kind);
-            return Ok(Self { url: url.into(), md5: md5.into() });
+            return Ok(Self { url: official_url.into(), md5: official_md5.into() });
         }
         let md5 = md5.trim().to_ascii_lowercase();
         if md5.len() != 32 || !md5.chars().all(|c| c.is_ascii_hexdigit()) {

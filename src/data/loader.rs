@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::cifar::{Dataset, DatasetKind, CHANNELS, SIDE};
+use super::cifar::{Dataset, DatasetKind};
 use crate::error::Result;
 use crate::rng::{stream_rng, Stream};
 
@@ -22,10 +22,10 @@ const CROP_PADDING: usize = 4;
 const PREFETCH: usize = 2;
 
 /// Per-channel mean and standard deviation of pixel values in [0, 1].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Normalization {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
 }
 
 impl Normalization {
@@ -33,12 +33,16 @@ impl Normalization {
     pub fn for_dataset(kind: DatasetKind) -> Self {
         match kind {
             DatasetKind::Cifar10 => Self {
-                mean: [0.4914, 0.4822, 0.4465],
-                std: [0.2470, 0.2435, 0.2616],
+                mean: vec![0.4914, 0.4822, 0.4465],
+                std: vec![0.2470, 0.2435, 0.2616],
             },
             DatasetKind::Cifar100 => Self {
-                mean: [0.5071, 0.4865, 0.4409],
-                std: [0.2673, 0.2564, 0.2762],
+                mean: vec![0.5071, 0.4865, 0.4409],
+                std: vec![0.2673, 0.2564, 0.2762],
+            },
+            DatasetKind::FashionMnist => Self {
+                mean: vec![0.2860],
+                std: vec![0.3530],
             },
         }
     }
@@ -49,12 +53,15 @@ impl Normalization {
 pub struct HostBatch {
     pub pixels: Vec<f32>,
     pub labels: Vec<u32>,
+    /// Image side length and channels.
+    pub side: usize,
+    pub channels: usize,
 }
 
 /// One batch on the training device.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Images, `[N, 32, 32, 3]` f32.
+    /// Images, `[N, side, side, channels]` f32.
     pub images: Tensor,
     /// Class indices, `[N]` u32.
     pub labels: Tensor,
@@ -64,7 +71,7 @@ impl HostBatch {
     /// Copies the batch to `device`.
     pub fn to_device(&self, device: &Device) -> Result<Batch> {
         let n = self.labels.len();
-        let images = Tensor::from_slice(&self.pixels, (n, SIDE, SIDE, CHANNELS), device)?;
+        let images = Tensor::from_slice(&self.pixels, (n, self.side, self.side, self.channels), device)?;
         let labels = Tensor::from_slice(&self.labels, n, device)?;
         Ok(Batch { images, labels })
     }
@@ -112,10 +119,11 @@ impl BatchLoader {
 
     /// Builds the normalised, optionally augmented batch of the given images.
     pub fn assemble(&self, indices: &[usize], rng: &mut impl Rng) -> HostBatch {
-        let plane = SIDE * SIDE;
-        let mut pixels = vec![0f32; indices.len() * plane * CHANNELS];
+        let (side, channels) = (self.dataset.side, self.dataset.channels);
+        let plane = side * side;
+        let mut pixels = vec![0f32; indices.len() * plane * channels];
         let mut labels = Vec::with_capacity(indices.len());
-        let norm = self.normalization;
+        let norm = &self.normalization;
         for (slot, &index) in indices.iter().enumerate() {
             labels.push(self.dataset.labels[index]);
             let image = self.dataset.image(index);
@@ -125,26 +133,26 @@ impl BatchLoader {
             } else {
                 (CROP_PADDING, CROP_PADDING, false)
             };
-            let out = &mut pixels[slot * plane * CHANNELS..(slot + 1) * plane * CHANNELS];
-            for y in 0..SIDE {
-                for x in 0..SIDE {
-                    let source_x = if flip { SIDE - 1 - x } else { x };
+            let out = &mut pixels[slot * plane * channels..(slot + 1) * plane * channels];
+            for y in 0..side {
+                for x in 0..side {
+                    let source_x = if flip { side - 1 - x } else { x };
                     // Crop offsets are relative to the zero-padded image.
                     let sy = (y + dy) as isize - CROP_PADDING as isize;
                     let sx = (source_x + dx) as isize - CROP_PADDING as isize;
-                    let inside = (0..SIDE as isize).contains(&sy) && (0..SIDE as isize).contains(&sx);
-                    for c in 0..CHANNELS {
+                    let inside = (0..side as isize).contains(&sy) && (0..side as isize).contains(&sx);
+                    for c in 0..channels {
                         let raw = if inside {
-                            image[c * plane + sy as usize * SIDE + sx as usize] as f32 / 255.0
+                            image[c * plane + sy as usize * side + sx as usize] as f32 / 255.0
                         } else {
                             0.0
                         };
-                        out[(y * SIDE + x) * CHANNELS + c] = (raw - norm.mean[c]) / norm.std[c];
+                        out[(y * side + x) * channels + c] = (raw - norm.mean[c]) / norm.std[c];
                     }
                 }
             }
         }
-        HostBatch { pixels, labels }
+        HostBatch { pixels, labels, side, channels }
     }
 }
 

@@ -130,6 +130,19 @@ impl WeightSource {
         }
     }
 
+    /// Returns a dense weight of `shape`, drawn uniformly from ±1/√fan_in.
+    pub fn dense_weight(&mut self, name: &str, shape: &[usize], fan_in: usize) -> Result<Tensor> {
+        let len = shape.iter().product();
+        match self {
+            WeightSource::Init { init, device, .. } => {
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                Ok(Tensor::from_vec(uniform_vec(init, len, bound), shape, device)?)
+            }
+            WeightSource::Shapes { device } => Ok(Tensor::zeros(shape, DType::F32, device)?),
+            WeightSource::Load { .. } => self.take_shaped(name, shape),
+        }
+    }
+
     /// Returns a bias of `len` entries, drawn uniformly from ±1/√fan_in.
     pub fn bias(&mut self, name: &str, len: usize, fan_in: usize) -> Result<Tensor> {
         match self {

@@ -9,7 +9,9 @@
 use candle_core::{Tensor, Var};
 
 use super::ops::shifted_columns;
+use super::dense::conv2d;
 use super::param::{Param, ParamGroup, WeightSource};
+use super::pass::Pass;
 use super::svd_factors::{Geometry, SvdFactors};
 use crate::error::Result;
 
@@ -55,7 +57,7 @@ impl SvdConv2d {
     }
 
     /// Maps `[N, H, W, C]` to `[N, H', W', F]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let f = &self.factors;
         let (n, _, w, c) = x.dims4()?;
         let (k, r, out) = (self.kernel, f.rank(), self.out_channels);
@@ -71,7 +73,12 @@ impl SvdConv2d {
         let cols = shifted_columns(&hidden, 2, k, self.padding, self.stride)?;
         let wo = cols.dim(2)?;
         let v = f.v.reshape((out, k, r))?.permute((1, 2, 0))?.reshape((k * r, out))?;
-        let y = cols.reshape((n * ho * wo, k * r))?.matmul(&v)?;
+        let mut y = cols.reshape((n * ho * wo, k * r))?.matmul(&v)?;
+        if let Some(z) = pass.probe_for(&f.name) {
+            // The dense view [(c, i), (f, j)] as a [k, k, C, F] kernel.
+            let kernel = z.reshape((c, k, out, k))?.permute((1, 3, 0, 2))?.contiguous()?;
+            y = (y + conv2d(x, &kernel, self.padding, self.stride)?.reshape((n * ho * wo, out))?)?;
+        }
         let _ = f.geometry.get_or_init(|| Geometry {
             macs_per_rank: k * c * ho * w + k * out * ho * wo,
             dense_macs: k * k * c * out * ho * wo,

@@ -2,7 +2,9 @@
 
 use candle_core::{Tensor, Var};
 
+use super::dense::linear;
 use super::param::{Param, ParamGroup, WeightSource};
+use super::pass::Pass;
 use super::svd_factors::{Geometry, SvdFactors};
 use crate::error::Result;
 
@@ -36,12 +38,16 @@ impl SvdLinear {
     }
 
     /// Maps `[N, in]` to `[N, out]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let f = &self.factors;
         // Scaling V's columns by s costs r·in, scaling the activations would cost N·r.
         let vs = f.v.broadcast_mul(&f.s.unsqueeze(0)?)?;
         let hidden = x.matmul(&vs)?;
-        Ok(hidden.matmul(&f.u.t()?)?.broadcast_add(&self.bias)?)
+        let mut y = hidden.matmul(&f.u.t()?)?;
+        if let Some(z) = pass.probe_for(&f.name) {
+            y = (y + linear(x, z.as_tensor())?)?;
+        }
+        Ok(y.broadcast_add(&self.bias)?)
     }
 
     /// Returns the trainable parameters.

@@ -4,6 +4,8 @@
 //! classifier is the last unit. Every unit's input is detached during local training, so no
 //! gradient crosses a unit boundary.
 
+pub mod lenet;
+pub mod mlp;
 pub mod resnet;
 pub mod smallconv;
 pub mod units;
@@ -11,29 +13,99 @@ pub mod vgg;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{Config, ModelConfig};
+use crate::data::DatasetKind;
 use crate::error::{Error, Result};
-use crate::layers::{BatchNorm, Param, SvdFactors, WeightSource};
+use crate::layers::{BatchNorm, Conv2d, LayerKind, LayerRef, Linear, Param, Pass, SvdFactors, WeightSource};
 
 pub use units::{ConvUnit, LinearUnit, ResidualBlock};
 
-/// Image side and channels of the network input (CIFAR).
-pub const INPUT_SIDE: usize = 32;
-pub const INPUT_CHANNELS: usize = 3;
+/// Everything that decides a model's shapes: the `[model]` section, the layer form and the
+/// input.
+#[derive(Debug, Clone)]
+pub struct Blueprint {
+    pub model: ModelConfig,
+    pub layers: LayerKind,
+    /// Image side length and channels of the input.
+    pub side: usize,
+    pub channels: usize,
+    pub num_classes: usize,
+}
+
+impl Blueprint {
+    /// Reads the blueprint from a whole config: dataset shape, rule's layer form, `[model]`.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let kind = DatasetKind::from_name(&config.data.dataset)?;
+        Ok(Self {
+            model: config.model.clone(),
+            layers: crate::rules::layer_kind(&config.method.rule)?,
+            side: kind.side(),
+            channels: kind.channels(),
+            num_classes: kind.num_classes(),
+        })
+    }
+
+    /// Builds a linear layer of the blueprint's form.
+    pub fn linear(&self, name: &str, inputs: usize, outputs: usize, source: &mut WeightSource) -> Result<Linear> {
+        Linear::new(self.layers, name, inputs, outputs, source)
+    }
+
+    /// Builds a convolution of the blueprint's form with padding `kernel / 2`.
+    pub fn conv(&self, name: &str, inputs: usize, outputs: usize, kernel: usize, stride: usize, source: &mut WeightSource) -> Result<Conv2d> {
+        Conv2d::new(self.layers, name, inputs, outputs, kernel, stride, source)
+    }
+
+    /// BatchNorm for `channels` when `model.batch_norm` is on.
+    pub fn batch_norm(&self, name: &str, channels: usize, source: &mut WeightSource) -> Result<Option<BatchNorm>> {
+        if self.model.batch_norm {
+            Ok(Some(BatchNorm::new(name, channels, source)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Rejects architectures whose pooling needs 32×32 input.
+    fn require_side(&self, side: usize) -> Result<()> {
+        if self.side == side {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "key `model.arch` = \"{}\" needs {side}×{side} input, but the dataset's images are {}×{}: \
+             use lenet, mlp or a resnet for this dataset",
+            self.model.arch, self.side, self.side
+        )))
+    }
+}
 
 /// One block trained by one local loss.
 pub trait Unit: Send + Sync {
     /// Name, used as the prefix of its tensors.
     fn name(&self) -> &str;
 
+    /// Maps the unit's input to its output with the options of `pass`.
+    fn forward_with(&self, x: &Tensor, pass: &Pass) -> Result<Tensor>;
+
     /// Maps the unit's input to its output; BatchNorm uses batch statistics when `train`.
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, &Pass::plain(train))
+    }
 
     /// Returns the trainable parameters.
     fn params(&self) -> Vec<Param>;
 
+    /// Returns the weight layers inside the unit, in order.
+    fn layers(&self) -> Vec<LayerRef<'_>>;
+
     /// Returns the SVD layers inside the unit.
-    fn svd_layers(&self) -> Vec<&SvdFactors>;
+    fn svd_layers(&self) -> Vec<&SvdFactors> {
+        self.layers()
+            .into_iter()
+            .filter_map(|layer| match layer {
+                LayerRef::Svd(factors) => Some(factors),
+                LayerRef::Dense { .. } => None,
+            })
+            .collect()
+    }
 
     /// Returns the SVD layers inside the unit, for rank truncation.
     fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors>;
@@ -49,6 +121,11 @@ pub trait Unit: Send + Sync {
 pub struct Model {
     pub arch: String,
     pub num_classes: usize,
+    /// Form of the weight layers.
+    pub layer_kind: LayerKind,
+    /// Input image side and channels.
+    pub input_side: usize,
+    pub input_channels: usize,
     pub units: Vec<Box<dyn Unit>>,
     /// Per-sample output shape of each unit, from a forward pass at build time.
     pub output_shapes: Vec<Vec<usize>>,
@@ -60,12 +137,27 @@ pub fn scaled(base: usize, width: f64) -> usize {
 }
 
 impl Model {
-    /// Builds the architecture named in `config`, taking tensors from `source`.
-    pub fn build(config: &ModelConfig, num_classes: usize, source: &mut WeightSource) -> Result<Self> {
-        let units = match config.arch.as_str() {
-            "smallconv" => smallconv::build(config, num_classes, source)?,
-            "vgg13" => vgg::build_vgg13(config, num_classes, source)?,
-            "resnet32" => resnet::build(config, 5, num_classes, source)?,
+    /// Builds the model that `config` describes, taking tensors from `source`.
+    pub fn build(config: &Config, source: &mut WeightSource) -> Result<Self> {
+        Self::from_blueprint(&Blueprint::from_config(config)?, source)
+    }
+
+    /// Builds the architecture of `blueprint`, taking tensors from `source`.
+    pub fn from_blueprint(blueprint: &Blueprint, source: &mut WeightSource) -> Result<Self> {
+        let units = match blueprint.model.arch.as_str() {
+            "smallconv" => {
+                blueprint.require_side(32)?;
+                smallconv::build(blueprint, source)?
+            }
+            "vgg13" => {
+                blueprint.require_side(32)?;
+                vgg::build_vgg13(blueprint, source)?
+            }
+            "resnet20" => resnet::build(blueprint, 3, source)?,
+            "resnet32" => resnet::build(blueprint, 5, source)?,
+            "resnet56" => resnet::build(blueprint, 9, source)?,
+            "lenet" => lenet::build(blueprint, source)?,
+            "mlp" => mlp::build(blueprint, source)?,
             other => {
                 return Err(Error::Config(format!(
                     "key `model.arch` = \"{other}\" is not supported: expected one of {:?}",
@@ -74,8 +166,11 @@ impl Model {
             }
         };
         let mut model = Self {
-            arch: config.arch.clone(),
-            num_classes,
+            arch: blueprint.model.arch.clone(),
+            num_classes: blueprint.num_classes,
+            layer_kind: blueprint.layers,
+            input_side: blueprint.side,
+            input_channels: blueprint.channels,
             units,
             output_shapes: Vec::new(),
         };
@@ -84,7 +179,7 @@ impl Model {
     }
 
     fn probe_shapes(&self, device: &Device) -> Result<Vec<Vec<usize>>> {
-        let mut x = Tensor::zeros((1, INPUT_SIDE, INPUT_SIDE, INPUT_CHANNELS), DType::F32, device)?;
+        let mut x = Tensor::zeros((1, self.input_side, self.input_side, self.input_channels), DType::F32, device)?;
         let mut shapes = Vec::new();
         for unit in &self.units {
             x = unit.forward(&x, false)?.detach();
@@ -95,9 +190,14 @@ impl Model {
 
     /// Runs the whole network; returns the logits `[N, classes]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with(x, &Pass::plain(train))
+    }
+
+    /// Runs the whole network with the options of `pass`, keeping the graph across units.
+    pub fn forward_with(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let mut h = x.clone();
         for unit in &self.units {
-            h = unit.forward(&h, train)?;
+            h = unit.forward_with(&h, pass)?;
         }
         Ok(h)
     }
@@ -105,6 +205,11 @@ impl Model {
     /// Returns every trainable parameter.
     pub fn params(&self) -> Vec<Param> {
         self.units.iter().flat_map(|u| u.params()).collect()
+    }
+
+    /// Returns every weight layer, in network order.
+    pub fn layers(&self) -> Vec<LayerRef<'_>> {
+        self.units.iter().flat_map(|u| u.layers()).collect()
     }
 
     /// Returns every SVD layer, in network order.

@@ -1,32 +1,25 @@
 //! CIFAR ResNets (He et al. 2016, section 4.2): a 3×3 stem with 16 channels, three stages of
 //! basic blocks with 16, 32 and 64 channels (the first block of stages 2 and 3 has stride 2),
-//! global average pooling and a linear classifier. ResNet-32 has five blocks per stage.
+//! global average pooling and a linear classifier. ResNet-20, -32 and -56 have three, five
+//! and nine blocks per stage.
 
 use super::units::{ConvUnit, LinearInput, LinearUnit, ResidualBlock, Shortcut};
-use super::{scaled, Unit, INPUT_CHANNELS};
-use crate::config::ModelConfig;
+use super::{scaled, Blueprint, Unit};
 use crate::error::Result;
-use crate::layers::{BatchNorm, SvdConv2d, SvdLinear, WeightSource};
+use crate::layers::WeightSource;
 
 const STAGE_CHANNELS: [usize; 3] = [16, 32, 64];
 
-fn batch_norm(config: &ModelConfig, name: &str, channels: usize, source: &mut WeightSource) -> Result<Option<BatchNorm>> {
-    if config.batch_norm {
-        Ok(Some(BatchNorm::new(name, channels, source)?))
-    } else {
-        Ok(None)
-    }
-}
-
 /// Builds a CIFAR ResNet with `blocks` basic blocks per stage (depth `6·blocks + 2`).
-pub fn build(config: &ModelConfig, blocks: usize, num_classes: usize, source: &mut WeightSource) -> Result<Vec<Box<dyn Unit>>> {
+pub fn build(bp: &Blueprint, blocks: usize, source: &mut WeightSource) -> Result<Vec<Box<dyn Unit>>> {
+    let config = &bp.model;
     let k = config.kernel_size;
     let mut units: Vec<Box<dyn Unit>> = Vec::new();
     let stem_channels = scaled(STAGE_CHANNELS[0], config.width);
     units.push(Box::new(ConvUnit {
         name: "stem".into(),
-        conv: SvdConv2d::new("stem", INPUT_CHANNELS, stem_channels, k, 1, source)?,
-        bn: batch_norm(config, "stem.bn", stem_channels, source)?,
+        conv: bp.conv("stem", bp.channels, stem_channels, k, 1, source)?,
+        bn: bp.batch_norm("stem.bn", stem_channels, source)?,
         pool: false,
     }));
 
@@ -43,15 +36,15 @@ pub fn build(config: &ModelConfig, blocks: usize, num_classes: usize, source: &m
             } else {
                 let conv_name = format!("{name}.shortcut");
                 Shortcut::Projection {
-                    conv: SvdConv2d::new(&conv_name, channels, out, 1, stride, source)?,
-                    bn: batch_norm(config, &format!("{conv_name}.bn"), out, source)?,
+                    conv: bp.conv(&conv_name, channels, out, 1, stride, source)?,
+                    bn: bp.batch_norm(&format!("{conv_name}.bn"), out, source)?,
                 }
             };
             units.push(Box::new(ResidualBlock {
-                conv1: SvdConv2d::new(&format!("{name}.conv1"), channels, out, k, stride, source)?,
-                bn1: batch_norm(config, &format!("{name}.bn1"), out, source)?,
-                conv2: SvdConv2d::new(&format!("{name}.conv2"), out, out, k, 1, source)?,
-                bn2: batch_norm(config, &format!("{name}.bn2"), out, source)?,
+                conv1: bp.conv(&format!("{name}.conv1"), channels, out, k, stride, source)?,
+                bn1: bp.batch_norm(&format!("{name}.bn1"), out, source)?,
+                conv2: bp.conv(&format!("{name}.conv2"), out, out, k, 1, source)?,
+                bn2: bp.batch_norm(&format!("{name}.bn2"), out, source)?,
                 shortcut,
                 name,
             }));
@@ -62,7 +55,7 @@ pub fn build(config: &ModelConfig, blocks: usize, num_classes: usize, source: &m
     units.push(Box::new(LinearUnit {
         name: "classifier".into(),
         input: LinearInput::GlobalAvgPool,
-        linear: SvdLinear::new("classifier", channels, num_classes, source)?,
+        linear: bp.linear("classifier", channels, bp.num_classes, source)?,
         relu: false,
     }));
     Ok(units)

@@ -5,12 +5,12 @@ use candle_core::Tensor;
 use super::Unit;
 use crate::error::Result;
 use crate::layers::ops::{global_avg_pool, max_pool2};
-use crate::layers::{BatchNorm, Param, SvdConv2d, SvdFactors, SvdLinear};
+use crate::layers::{BatchNorm, Conv2d, LayerRef, Linear, Param, Pass, SvdFactors};
 
 /// Convolution pair, optional BatchNorm, ReLU, optional 2×2 max pooling.
 pub struct ConvUnit {
     pub name: String,
-    pub conv: SvdConv2d,
+    pub conv: Conv2d,
     pub bn: Option<BatchNorm>,
     pub pool: bool,
 }
@@ -20,10 +20,10 @@ impl Unit for ConvUnit {
         &self.name
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.conv.forward(x)?;
+    fn forward_with(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let mut h = self.conv.forward(x, pass)?;
         if let Some(bn) = &self.bn {
-            h = bn.forward(&h, train)?;
+            h = bn.forward(&h, pass.train)?;
         }
         h = h.relu()?;
         if self.pool {
@@ -38,12 +38,12 @@ impl Unit for ConvUnit {
         params
     }
 
-    fn svd_layers(&self) -> Vec<&SvdFactors> {
-        vec![&self.conv.factors]
+    fn layers(&self) -> Vec<LayerRef<'_>> {
+        vec![self.conv.as_ref()]
     }
 
     fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors> {
-        vec![&mut self.conv.factors]
+        self.conv.factors_mut().into_iter().collect()
     }
 
     fn batch_norms(&self) -> Vec<&BatchNorm> {
@@ -72,7 +72,7 @@ pub enum LinearInput {
 pub struct LinearUnit {
     pub name: String,
     pub input: LinearInput,
-    pub linear: SvdLinear,
+    pub linear: Linear,
     pub relu: bool,
 }
 
@@ -81,13 +81,13 @@ impl Unit for LinearUnit {
         &self.name
     }
 
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+    fn forward_with(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         let flat = match self.input {
             LinearInput::Flat => x.clone(),
             LinearInput::Flatten => x.flatten_from(1)?,
             LinearInput::GlobalAvgPool => global_avg_pool(x)?,
         };
-        let h = self.linear.forward(&flat)?;
+        let h = self.linear.forward(&flat, pass)?;
         Ok(if self.relu { h.relu()? } else { h })
     }
 
@@ -95,12 +95,12 @@ impl Unit for LinearUnit {
         self.linear.params()
     }
 
-    fn svd_layers(&self) -> Vec<&SvdFactors> {
-        vec![&self.linear.factors]
+    fn layers(&self) -> Vec<LayerRef<'_>> {
+        vec![self.linear.as_ref()]
     }
 
     fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors> {
-        vec![&mut self.linear.factors]
+        self.linear.factors_mut().into_iter().collect()
     }
 
     fn batch_norms(&self) -> Vec<&BatchNorm> {
@@ -119,21 +119,21 @@ pub enum Shortcut {
     /// Subsample by the stride and zero-pad the new channels (option A of the CIFAR ResNet).
     PadChannels { stride: usize, extra: usize },
     /// 1×1 convolution pair with BatchNorm (option B).
-    Projection { conv: SvdConv2d, bn: Option<BatchNorm> },
+    Projection { conv: Conv2d, bn: Option<BatchNorm> },
 }
 
 /// Basic residual block: `relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))`.
 pub struct ResidualBlock {
     pub name: String,
-    pub conv1: SvdConv2d,
+    pub conv1: Conv2d,
     pub bn1: Option<BatchNorm>,
-    pub conv2: SvdConv2d,
+    pub conv2: Conv2d,
     pub bn2: Option<BatchNorm>,
     pub shortcut: Shortcut,
 }
 
 impl ResidualBlock {
-    fn shortcut(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn shortcut(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         match &self.shortcut {
             Shortcut::Identity => Ok(x.clone()),
             Shortcut::PadChannels { stride, extra } => {
@@ -146,13 +146,7 @@ impl ResidualBlock {
                 let front = extra / 2;
                 Ok(sub.pad_with_zeros(3, front, extra - front)?)
             }
-            Shortcut::Projection { conv, bn } => {
-                let h = conv.forward(x)?;
-                match bn {
-                    Some(bn) => bn.forward(&h, train),
-                    None => Ok(h),
-                }
-            }
+            Shortcut::Projection { conv, bn } => maybe_bn(bn, conv.forward(x, pass)?, pass.train),
         }
     }
 }
@@ -169,10 +163,10 @@ impl Unit for ResidualBlock {
         &self.name
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = maybe_bn(&self.bn1, self.conv1.forward(x)?, train)?.relu()?;
-        let h = maybe_bn(&self.bn2, self.conv2.forward(&h)?, train)?;
-        Ok((h + self.shortcut(x, train)?)?.relu()?)
+    fn forward_with(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let h = maybe_bn(&self.bn1, self.conv1.forward(x, pass)?, pass.train)?.relu()?;
+        let h = maybe_bn(&self.bn2, self.conv2.forward(&h, pass)?, pass.train)?;
+        Ok((h + self.shortcut(x, pass)?)?.relu()?)
     }
 
     fn params(&self) -> Vec<Param> {
@@ -185,18 +179,20 @@ impl Unit for ResidualBlock {
         params
     }
 
-    fn svd_layers(&self) -> Vec<&SvdFactors> {
-        let mut layers = vec![&self.conv1.factors, &self.conv2.factors];
+    fn layers(&self) -> Vec<LayerRef<'_>> {
+        let mut layers = vec![self.conv1.as_ref(), self.conv2.as_ref()];
         if let Shortcut::Projection { conv, .. } = &self.shortcut {
-            layers.push(&conv.factors);
+            layers.push(conv.as_ref());
         }
         layers
     }
 
     fn svd_layers_mut(&mut self) -> Vec<&mut SvdFactors> {
-        let mut layers = vec![&mut self.conv1.factors, &mut self.conv2.factors];
+        let mut layers: Vec<&mut SvdFactors> = Vec::new();
+        layers.extend(self.conv1.factors_mut());
+        layers.extend(self.conv2.factors_mut());
         if let Shortcut::Projection { conv, .. } = &mut self.shortcut {
-            layers.push(&mut conv.factors);
+            layers.extend(conv.factors_mut());
         }
         layers
     }

@@ -2,10 +2,9 @@
 //! classifier on the final 1×1×512 features.
 
 use super::units::{ConvUnit, LinearInput, LinearUnit};
-use super::{scaled, Unit, INPUT_CHANNELS};
-use crate::config::ModelConfig;
+use super::{scaled, Blueprint, Unit};
 use crate::error::Result;
-use crate::layers::{BatchNorm, SvdConv2d, SvdLinear, WeightSource};
+use crate::layers::WeightSource;
 
 /// Output channels of each convolution; `true` marks a max-pool after it.
 const VGG13: [(usize, bool); 10] = [
@@ -22,25 +21,22 @@ const VGG13: [(usize, bool); 10] = [
 ];
 
 /// Builds the units of VGG-13.
-pub fn build_vgg13(config: &ModelConfig, num_classes: usize, source: &mut WeightSource) -> Result<Vec<Box<dyn Unit>>> {
+pub fn build_vgg13(bp: &Blueprint, source: &mut WeightSource) -> Result<Vec<Box<dyn Unit>>> {
+    let config = &bp.model;
     let mut units: Vec<Box<dyn Unit>> = Vec::new();
-    let mut channels = INPUT_CHANNELS;
+    let mut channels = bp.channels;
     for (index, (base, pool)) in VGG13.iter().enumerate() {
         let name = format!("conv{}", index + 1);
         let out = scaled(*base, config.width);
-        let conv = SvdConv2d::new(&name, channels, out, config.kernel_size, 1, source)?;
-        let bn = if config.batch_norm {
-            Some(BatchNorm::new(&format!("{name}.bn"), out, source)?)
-        } else {
-            None
-        };
+        let conv = bp.conv(&name, channels, out, config.kernel_size, 1, source)?;
+        let bn = bp.batch_norm(&format!("{name}.bn"), out, source)?;
         units.push(Box::new(ConvUnit { name, conv, bn, pool: *pool }));
         channels = out;
     }
     units.push(Box::new(LinearUnit {
         name: "classifier".into(),
         input: LinearInput::Flatten,
-        linear: SvdLinear::new("classifier", channels, num_classes, source)?,
+        linear: bp.linear("classifier", channels, bp.num_classes, source)?,
         relu: false,
     }));
     Ok(units)
