@@ -3,8 +3,8 @@
 # `ssa report` table and the `ssa plot` figure of the runs.
 #
 # Usage: scripts/compare_cifar10.sh [EPOCHS] [OUT_DIR]
-#   EPOCHS   epochs per rule (default 3; on 2 CPU cores one LeNet epoch of 50,000 images
-#            takes a few minutes per rule, see docs/results.md for measured times)
+#   EPOCHS   epochs per rule (default 3). On 2 CPU cores one LeNet epoch of 50,000 images
+#            takes a few minutes per rule; docs/results.md has measured times.
 #   OUT_DIR  where the run directories, report.md and compare.png go (default runs/compare)
 # Environment: DATA_DIR (default ../shared/data/cifar-10-batches-bin), RULES (default all
 # eight), SSA (the binary; default target/release/ssa, built if missing), EXTRA (more --set

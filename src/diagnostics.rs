@@ -65,8 +65,8 @@ pub fn svd_dense_update(factors: &SvdFactors, grads: &HashMap<String, Tensor>) -
     Ok(total)
 }
 
-/// The true gradient of the mean cross-entropy on `batch` with respect to each layer's dense
-/// weight, by layer name, in the layer's dense view.
+/// Computes the true gradient of the mean cross-entropy on `batch` with respect to each layer's
+/// dense weight, by layer name, in the layer's dense view.
 pub fn bp_gradients(model: &Model, batch: &Batch) -> Result<HashMap<String, Tensor>> {
     let mut probes = HashMap::new();
     for layer in model.layers() {
@@ -88,8 +88,8 @@ pub fn bp_gradients(model: &Model, batch: &Batch) -> Result<HashMap<String, Tens
     Ok(out)
 }
 
-/// The angle between the rule's update and the BP gradient for every layer of `model`, in
-/// network order. No weight changes, and BatchNorm statistics are restored.
+/// Measures the angle between the rule's update and the BP gradient for every layer of `model`,
+/// in network order. No weight changes, and BatchNorm statistics are restored.
 pub fn gradient_angles(model: &Model, rule: &mut dyn LearningRule, batch: &Batch) -> Result<Vec<(String, f64)>> {
     let saved = SavedStatistics::take(model)?;
     let update = rule.compute(model, batch);

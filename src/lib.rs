@@ -5,6 +5,7 @@
 //! [`config::Config`], [`eval::evaluate_checkpoint`] scores a checkpoint.
 
 pub mod accounting;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

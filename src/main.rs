@@ -72,6 +72,40 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Time one training step per rule, model and rank on real CIFAR-10 test images, and
+    /// measure the device's matrix-product rate for comparison.
+    Bench {
+        /// Rules to time (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "ssa,svd_bp,bp,dfa")]
+        rules: Vec<String>,
+        /// Models to time (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "smallconv,vgg13,resnet32")]
+        models: Vec<String>,
+        /// Rank fractions of the SVD layers (comma-separated; 1 = full rank).
+        #[arg(long, value_delimiter = ',', default_value = "1,0.3")]
+        ranks: Vec<f64>,
+        /// Images per step.
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        /// Timed steps per case, after one warm-up step.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Multiplier on every hidden width.
+        #[arg(long, default_value_t = 1.0)]
+        width: f64,
+        /// CIFAR-10 binary directory.
+        #[arg(long, value_name = "DIR", default_value = "data/cifar-10-batches-bin")]
+        data_dir: PathBuf,
+        /// Device: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Side of the square matrix product timed for reference (0 = skip).
+        #[arg(long, default_value_t = 2048)]
+        matmul: usize,
+        /// Also write the table to this markdown file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Manage datasets.
     Data {
         #[command(subcommand)]
@@ -261,6 +295,39 @@ fn run_train(args: TrainArgs, log_file: &Mutex<Option<File>>) -> anyhow::Result<
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn run_bench(
+    rules: Vec<String>,
+    models: Vec<String>,
+    ranks: Vec<f64>,
+    batch_size: usize,
+    steps: usize,
+    width: f64,
+    data_dir: PathBuf,
+    device: &str,
+    matmul: usize,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let device = ssa::device::open_device(device)?;
+    if let Some(bad) = ranks.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+        anyhow::bail!("--ranks {bad} is out of range: expected fractions in (0, 1]");
+    }
+    let options = ssa::bench::BenchOptions { rules, models, rank_fractions: ranks, batch_size, steps: steps.max(1), data_dir, device: device.clone(), width };
+    let rows = ssa::bench::run(&options, |row| {
+        tracing::info!("{} {} {:?}: {:.0} ms/step, {:.1} images/s", row.rule, row.model, row.rank_fraction, row.ms_per_step, row.images_per_sec)
+    })?;
+    let mut text = ssa::bench::render(&rows);
+    if matmul > 0 {
+        let rate = ssa::bench::matmul_gflops(matmul, &device)?;
+        text += &format!("\n{matmul}³ f32 matrix product: {rate:.1} GFLOP/s\n");
+    }
+    print!("{text}");
+    if let Some(path) = out {
+        ssa::checkpoint::write_atomically(&path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ssa::report::RunSummary>> {
     Ok(dirs.iter().map(|dir| ssa::report::read_run(dir)).collect::<ssa::Result<Vec<_>>>()?)
 }
@@ -287,6 +354,9 @@ fn main() -> ExitCode {
             println!("wrote {}", out.display());
             Ok(())
         }),
+        Command::Bench { rules, models, ranks, batch_size, steps, width, data_dir, device, matmul, out } => {
+            run_bench(rules, models, ranks, batch_size, steps, width, data_dir, &device, matmul, out)
+        }
         Command::Summary { config, overrides } => Config::load(&config, &overrides)
             .and_then(|config| {
                 let cost = ssa::summary::summarize(&config)?;

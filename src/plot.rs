@@ -149,7 +149,7 @@ fn rasterize(svg: &str) -> Result<Vec<u8>> {
     let mut options = resvg::usvg::Options::default();
     let fonts = options.fontdb_mut();
     fonts.load_system_fonts();
-    // The SVG asks for the generic "sans-serif"; point it at an installed family.
+    // The SVG names the generic "sans-serif" family, so map it to an installed one.
     let families: Vec<String> = fonts.faces().flat_map(|face| face.families.iter().map(|(name, _)| name.clone())).collect();
     match PREFERRED_FONTS.iter().find(|f| families.iter().any(|name| name == *f)).or(families.first().map(|f| f as &str).as_ref()) {
         Some(family) => fonts.set_sans_serif_family(family.to_string()),

@@ -482,6 +482,7 @@ impl Session {
             self.metrics.append(&row)?;
             self.layer_metrics.append(epoch + 1, self.rule.steps(), &self.model, None)?;
             let ranks: Vec<String> = self.model.svd_layers().iter().map(|f| f.rank().to_string()).collect();
+            let ranks = if ranks.is_empty() { "dense".to_string() } else { ranks.join("/") };
             tracing::info!(
                 "epoch {:>3}  loss {:.4}  top-1 {:.4}  test {}  {:>7.1} img/s  {:>6.1}s  {:>8.1} MFLOPs  ranks {}",
                 row.epoch,
@@ -491,7 +492,7 @@ impl Session {
                 row.images_per_sec,
                 row.seconds,
                 row.mflops,
-                ranks.join("/")
+                ranks
             );
 
             // Checkpoint.

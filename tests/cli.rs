@@ -241,3 +241,25 @@ fn help_explains_options() {
         .stdout(contains("--json"))
         .stdout(contains("Images per forward pass"));
 }
+
+#[test]
+fn bench_times_rules_and_ranks() {
+    let out = tempfile::tempdir().unwrap();
+    let table = out.path().join("bench.md");
+    let output = ssa()
+        .args(["bench", "--models", "lenet", "--rules", "bp,ssa", "--ranks", "1,0.3", "--steps", "1"])
+        .args(["--batch-size", "16", "--matmul", "128", "--data-dir"])
+        .arg(fixture())
+        .arg("--out")
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read_to_string(&table).unwrap();
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| bp") || l.starts_with("| ssa")).collect();
+    assert_eq!(rows.len(), 3, "bp dense, ssa at full and 30% rank:\n{text}");
+    assert!(rows[0].starts_with("| bp | lenet | dense |"), "{text}");
+    assert!(rows[1].starts_with("| ssa | lenet | full |"), "{text}");
+    assert!(rows[2].starts_with("| ssa | lenet | 30% |"), "{text}");
+    assert!(text.contains("128³ f32 matrix product"), "{text}");
+}

@@ -126,7 +126,7 @@ fn fashion_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fashion-mnist")
 }
 
-/// The Fashion-MNIST fixture holds the first 300 training and 100 test images of Debian's
+/// The Fashion-MNIST fixture contains the first 300 training and 100 test images of Debian's
 /// files; the reader returns them as 28×28 single-channel images with labels below 10.
 #[test]
 fn reads_fashion_mnist_idx_files() {
@@ -152,15 +152,17 @@ fn damaged_fashion_mnist_files_are_named() {
     let bytes = std::fs::read(&images).unwrap();
     std::fs::write(&images, &bytes[..bytes.len() / 2]).unwrap();
     let message = load_split(DatasetKind::FashionMnist, dir.path(), Split::Train, 0).unwrap_err().to_string();
-    assert!(message.contains("train-images-idx3-ubyte.gz") && message.contains("gzip"), "{message}");
+    assert!(message.contains("train-images-idx3-ubyte.gz"), "{message}");
+    assert!(message.contains("gzip"), "{message}");
 
     // Labels of the test split where the training labels should be.
     std::fs::write(&images, &bytes).unwrap();
     std::fs::copy(fashion_fixture().join("t10k-labels-idx1-ubyte.gz"), dir.path().join("train-labels-idx1-ubyte.gz")).unwrap();
     let message = load_split(DatasetKind::FashionMnist, dir.path(), Split::Train, 0).unwrap_err().to_string();
-    assert!(message.contains("100 labels") && message.contains("300 images"), "{message}");
+    assert!(message.contains("100 labels"), "{message}");
+    assert!(message.contains("300 images"), "{message}");
 
-    // A missing directory says how to install the package.
+    // The error for a missing directory gives the install command.
     let message = load_split(DatasetKind::FashionMnist, &dir.path().join("none"), Split::Test, 0).unwrap_err().to_string();
     assert!(message.contains("apt-get install dataset-fashion-mnist"), "{message}");
 }

@@ -55,7 +55,7 @@ fn lenet_config(rule: &str) -> Config {
 /// step's. (Measured: bp, usf and brsf reach 0.01–0.12, svd_bp 0.44, dfa 1.2, fa 1.4, ssa 1.6,
 /// drtp 2.0, from 2.31.)
 #[test]
-fn every_rule_lowers_mlp_loss_on_a_fixed_batch() {
+fn every_rule_lowers_mlp_loss() {
     let batch = real_batch(DatasetKind::Cifar10, "cifar10", 64);
     let mut report = Vec::new();
     for rule_name in RULES {
@@ -130,7 +130,7 @@ fn fa_with_feedback_equal_to_weights_reproduces_bp() {
     assert_eq!(max_abs_diff(&random["classifier.weight"], &reference["classifier.weight"]), 0.0);
 }
 
-/// A dense two-layer network, 784 → 32 (no ReLU) → 10, on Fashion-MNIST images.
+/// Builds a dense two-layer network, 784 → 32 (no ReLU) → 10, for Fashion-MNIST images.
 fn two_layer_model() -> Model {
     let mut source = WeightSource::init(3, &Device::Cpu);
     let hidden = LinearUnit {
@@ -163,10 +163,10 @@ fn classifier_weight(model: &Model) -> Tensor {
     }
 }
 
-/// DFA whose broadcast matrix is the output weight gives BP's update (angle 0); a broadcast
+/// DFA whose broadcast matrix is the output weight gives BP's update (angle 0). A broadcast
 /// matrix whose rows are orthogonal to the output weight's gives an orthogonal one (angle 90).
 #[test]
-fn gradient_angle_is_zero_for_bp_feedback_and_ninety_for_orthogonal_feedback() {
+fn gradient_angle_zero_and_ninety() {
     let batch = real_batch(DatasetKind::FashionMnist, "fashion-mnist", 64);
     let model = two_layer_model();
     let config = Config::from_toml_str("", &["method.rule=\"dfa\"".to_string()]).unwrap();
@@ -217,10 +217,11 @@ fn diagnostics_change_nothing_and_cover_every_svd_layer() {
     let names: Vec<&str> = angles.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["conv1", "conv2", "conv3", "fc1", "classifier"]);
     for (name, angle) in &angles {
-        assert!(angle.is_finite() && (0.0..=180.0).contains(angle), "{name}: {angle}");
+        assert!(angle.is_finite(), "{name}: {angle}");
+        assert!((0.0..=180.0).contains(angle), "{name}: {angle}");
     }
-    // The classifier follows the true cross-entropy gradient, up to the Stiefel projection of U
-    // and V and the local terms; its update still points along BP's.
+    // The classifier follows the true cross-entropy gradient, changed only by the Stiefel
+    // projection of U and V and the local terms, so its update still points along BP's.
     assert!(angles[4].1 < 60.0, "classifier angle {}", angles[4].1);
 }
 
@@ -230,7 +231,9 @@ fn dense_rules_reject_rank_schedule() {
     let error = Config::from_toml_str("", &["method.rule=\"dfa\"".into(), "rank.schedule=\"hybrid\"".into()])
         .unwrap_err()
         .to_string();
-    assert!(error.contains("rank.schedule") && error.contains("dfa") && error.contains("svd_bp"), "{error}");
+    assert!(error.contains("rank.schedule"), "{error}");
+    assert!(error.contains("dfa"), "{error}");
+    assert!(error.contains("svd_bp"), "{error}");
     assert!(Config::from_toml_str("", &["method.rule=\"svd_bp\"".into(), "rank.schedule=\"hybrid\"".into()]).is_ok());
 }
 
@@ -252,7 +255,8 @@ fn every_architecture_builds_for_svd_and_dense_rules() {
     }
     let config = Config::from_toml_str("", &["data.dataset=\"fashion_mnist\"".into(), "model.arch=\"vgg13\"".into()]).unwrap();
     let error = Model::build(&config, &mut WeightSource::Shapes { device: Device::Cpu }).err().unwrap().to_string();
-    assert!(error.contains("32×32") && error.contains("28×28"), "{error}");
+    assert!(error.contains("32×32"), "{error}");
+    assert!(error.contains("28×28"), "{error}");
     let config = Config::from_toml_str("", &["data.dataset=\"fashion_mnist\"".into(), "model.arch=\"lenet\"".into()]).unwrap();
     let model = Model::build(&config, &mut WeightSource::Shapes { device: Device::Cpu }).unwrap();
     assert_eq!(model.output_shapes[1], vec![4, 4, 16]);

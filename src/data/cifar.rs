@@ -114,7 +114,7 @@ impl DatasetKind {
         }
     }
 
-    /// Where the dataset is looked for when `data.dir` is empty.
+    /// Returns the directory searched when `data.dir` is empty.
     pub fn default_dir(self) -> String {
         match self {
             Self::FashionMnist => super::idx::DEBIAN_DIR.into(),
@@ -122,7 +122,7 @@ impl DatasetKind {
         }
     }
 
-    /// How to get the files, for error messages.
+    /// Returns how to get the files, for error messages.
     pub fn how_to_get(self) -> String {
         match self {
             Self::FashionMnist => format!(

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 /// Image side length.
 pub const SIDE: usize = 28;
-/// Where Debian's `dataset-fashion-mnist` package installs the files.
+/// Directory where Debian's `dataset-fashion-mnist` package installs the files.
 pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// Classes of Fashion-MNIST.
 const CLASSES: usize = 10;
@@ -30,7 +30,7 @@ pub fn load_split(dir: &Path, split: Split, limit: usize) -> Result<Dataset> {
         return Err(Error::data(
             &labels_path,
             format!(
-                "holds {} labels but {} holds {} images: the two files belong to different \
+                "contains {} labels, but {} contains {} images: the two files belong to different \
                  splits or versions",
                 labels.count,
                 images_path.display(),
@@ -77,6 +77,7 @@ fn read_idx(path: &Path, item_dims: &[usize]) -> Result<Idx> {
     GzDecoder::new(file).read_to_end(&mut bytes).map_err(|e| {
         Error::data(path, format!("is not a complete gzip file ({e}): reinstall or download it again"))
     })?;
+
     let dims = item_dims.len() + 1;
     let header = 4 + 4 * dims;
     if bytes.len() < header || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != dims {
@@ -85,12 +86,14 @@ fn read_idx(path: &Path, item_dims: &[usize]) -> Result<Idx> {
             format!("is not an IDX file of unsigned bytes with {dims} dimensions"),
         ));
     }
+
     let dim = |i: usize| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize;
     let count = dim(0);
     let found: Vec<usize> = (1..dims).map(dim).collect();
     if found != item_dims {
         return Err(Error::data(path, format!("has items of shape {found:?}, expected {item_dims:?}")));
     }
+
     let expected = header + count * item_dims.iter().product::<usize>();
     if bytes.len() != expected {
         return Err(Error::data(

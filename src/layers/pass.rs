@@ -1,4 +1,4 @@
-//! How one forward pass runs: training or inference, and what the learning rule inserts.
+//! Options of one forward pass: training or inference, and what the learning rule inserts.
 
 use std::collections::HashMap;
 
@@ -21,7 +21,7 @@ pub struct Pass<'a> {
 }
 
 impl<'a> Pass<'a> {
-    /// A plain pass: nothing inserted.
+    /// Returns a plain pass, with nothing inserted.
     pub fn plain(train: bool) -> Self {
         Self {
             train,

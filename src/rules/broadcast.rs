@@ -1,6 +1,6 @@
-//! The broadcast engine shared by ssa, dfa and drtp: every hidden unit learns from a signal
+//! The broadcast engine shared by ssa, dfa and drtp. Every hidden unit learns from a signal
 //! sent straight from the output through a fixed random matrix, plus the alignment,
-//! orthogonality and Hoyer terms of its SVD layers; no gradient crosses a unit boundary.
+//! orthogonality and Hoyer terms of its SVD layers. No gradient crosses a unit boundary.
 
 use std::collections::HashMap;
 
@@ -22,7 +22,7 @@ use crate::ssa::stiefel::project_tangent;
 /// Feedback stream index of the broadcast matrices (index 0 draws the B matrices).
 const BROADCAST_STREAM: u64 = 1;
 
-/// What the output sends to the hidden units.
+/// Signal that the output sends to the hidden units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     /// The error `softmax(logits) − onehot(label)` (DFA, SSA).
@@ -45,7 +45,7 @@ pub struct LocalLoss {
 }
 
 impl LocalLoss {
-    /// The full SSA loss of `[method]`.
+    /// Returns the full SSA loss of `[method]`.
     pub fn from_config(config: &MethodConfig) -> Self {
         Self {
             alpha: config.alpha,
@@ -58,7 +58,7 @@ impl LocalLoss {
         }
     }
 
-    /// The broadcast term alone (dense layers have no factor terms).
+    /// Returns the broadcast term alone (dense layers have no factor terms).
     pub fn signal_only(config: &MethodConfig) -> Self {
         Self {
             beta: 0.0,

@@ -1,5 +1,5 @@
-//! Direct Feedback Alignment (Nøkland 2016): each hidden unit of a dense network learns from the
-//! output error sent through a fixed random matrix; the classifier from the cross-entropy.
+//! Direct Feedback Alignment (Nøkland 2016). Each hidden unit of a dense network learns from the
+//! output error sent through a fixed random matrix, and the classifier from the cross-entropy.
 
 use super::broadcast::{Broadcast, LocalLoss, Signal};
 use crate::config::MethodConfig;

@@ -1,10 +1,10 @@
 //! Learning rules: how one batch turns into parameter updates.
 //!
-//! Each rule is one type behind [`LearningRule`], in its own file; [`build`] picks it by config
-//! name. Two engines do the work that rules share: [`broadcast`] sends the output error (or the
-//! target) to every unit through fixed random matrices (ssa, dfa, drtp), [`end_to_end`]
-//! back-propagates through the whole network, with the weight transposes optionally replaced
-//! by feedback matrices (bp, svd_bp, fa, usf, brsf).
+//! Each rule has its own file, and [`build`] picks it by config name. Two engines do the work
+//! that rules share. [`broadcast`] sends the output error (or the target) to every unit through
+//! fixed random matrices (ssa, dfa, drtp). [`end_to_end`] back-propagates through the whole
+//! network, optionally through feedback matrices instead of the weight transposes (bp, svd_bp,
+//! fa, usf, brsf).
 
 pub mod bp;
 pub mod broadcast;
