@@ -56,6 +56,10 @@ pub struct CheckpointMeta {
     /// Progress through an unfinished epoch, for a checkpoint written on interruption.
     #[serde(default)]
     pub progress: Option<EpochProgress>,
+    /// Absolute path of the dataset directory that training read, so that `ssa eval` finds the
+    /// data from any working directory.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Running sums of an epoch that was interrupted, so that resuming reproduces its metrics.

@@ -51,7 +51,14 @@ pub fn evaluate_checkpoint(path: &Path, options: &EvalOptions) -> Result<EvalRep
     let model = checkpoint.build_model(&device)?;
 
     let kind = DatasetKind::from_name(&config.data.dataset)?;
-    let data_dir = options.data_dir.clone().unwrap_or_else(|| PathBuf::from(config.data_dir()));
+    // The stored data.dir may be relative to where training ran: fall back to the absolute
+    // path recorded at training time when it does not resolve from here.
+    let stored = PathBuf::from(config.data_dir());
+    let data_dir = match (&options.data_dir, &checkpoint.meta.data_dir) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(absolute)) if !stored.exists() && absolute.exists() => absolute.clone(),
+        (None, _) => stored,
+    };
     let limit = options.limit.unwrap_or(config.data.test_limit);
     let test_set = load_split(kind, &data_dir, Split::Test, limit)?;
     let loader = BatchLoader {

@@ -176,7 +176,14 @@ fn run_download(dataset: &str, dir: &std::path::Path, url: Option<String>, md5: 
         return Ok(());
     }
     tracing::info!("downloading {}", source.url);
-    download(kind, &target, &source, std::io::stderr().is_terminal())?;
+    let created_dir = !dir.exists();
+    if let Err(error) = download(kind, &target, &source, std::io::stderr().is_terminal()) {
+        // Leave no empty --dir behind; remove_dir only removes an empty directory.
+        if created_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(error.into());
+    }
     println!("{dataset} extracted into {}", target.display());
     Ok(())
 }

@@ -591,6 +591,7 @@ impl Session {
             rule_steps: self.rule.steps(),
             best_test_top1: self.best_test_top1,
             progress,
+            data_dir: std::fs::canonicalize(self.config.data_dir()).ok(),
         }
     }
 

@@ -16,11 +16,12 @@ fn ssa() -> Command {
 /// Trains LeNet with `rule` for two epochs on the CIFAR-10 fixture; returns the run directory.
 fn short_run(rule: &str, out: &Path) -> PathBuf {
     let out = out.join(rule);
+    // A data directory relative to the working directory, as users type it.
     ssa()
+        .current_dir(manifest())
         .args(["train", "--config"])
         .arg(manifest().join("configs/cifar10_lenet.toml"))
-        .arg("--data-dir")
-        .arg(manifest().join("tests/fixtures/cifar10"))
+        .args(["--data-dir", "tests/fixtures/cifar10"])
         .arg("--out")
         .arg(&out)
         .args(["--set", &format!("method.rule=\"{rule}\"")])
@@ -93,11 +94,11 @@ fn report_and_plot_compare_two_real_runs() {
     let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
     let last: Vec<&str> = metrics.lines().last().unwrap().split(',').collect();
     let logged: f64 = last[header.iter().position(|c| *c == "test_top1").unwrap()].parse().unwrap();
+    // Run from another directory without --data-dir: the checkpoint's absolute data path is used.
     let output = ssa()
+        .current_dir(out.path())
         .args(["eval", "--json", "--ckpt"])
         .arg(bp.join("checkpoints/last.safetensors"))
-        .arg("--data-dir")
-        .arg(manifest().join("tests/fixtures/cifar10"))
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -81,8 +81,13 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn download_verifies_and_extracts() {
     let archive = fixture_archive();
     let md5 = md5_hex(&archive);
-    let (address, server) = serve(archive, 4);
+    let (address, server) = serve(archive, 5);
     let dir = tempfile::tempdir().unwrap();
+
+    // A failed download into a --dir that did not exist leaves no empty directory.
+    let fresh = dir.path().join("fresh");
+    download(&fresh, &format!("{address}/corrupt"), &md5).failure();
+    assert!(!fresh.exists(), "the failed download left {}", fresh.display());
 
     download(dir.path(), &format!("{address}/corrupt"), &md5)
         .failure()
