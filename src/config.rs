@@ -365,6 +365,15 @@ impl Config {
 
         let r = &self.rank;
         one_of("rank.schedule", &r.schedule, RANK_SCHEDULES)?;
+        for (key, set) in [("method.alpha", me.alpha != 1.0), ("method.retract_every", me.retract_every != 0)] {
+            if set && me.rule != "ssa" {
+                return Err(Error::Config(format!(
+                    "key `{key}` applies only to rule \"ssa\", but method.rule = \"{}\": remove \
+                     the key or use rule ssa",
+                    me.rule
+                )));
+            }
+        }
         if r.schedule != "none" && crate::rules::layer_kind(&me.rule)? == crate::layers::LayerKind::Dense {
             return Err(Error::Config(format!(
                 "key `rank.schedule` = \"{}\" needs SVD layers, but rule \"{}\" trains dense \

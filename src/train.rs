@@ -291,9 +291,10 @@ pub fn train(config: &Config, run_dir: &Path) -> Result<TrainSummary> {
     let model = Model::build(config, &mut WeightSource::init(config.experiment.seed, &device))?;
     let rule = rules::build(config, &model)?;
     tracing::info!(
-        "model: {} with {} SVD layers, {} parameters, built in {:.1}s; rule {}",
+        "model: {} with {} {} layers, {} parameters, built in {:.1}s; rule {}",
         model.arch,
-        model.svd_layers().len(),
+        model.layers().len(),
+        if model.layer_kind == crate::layers::LayerKind::Svd { "SVD" } else { "dense" },
         model.num_params(),
         started.elapsed().as_secs_f64(),
         rule.name()
@@ -420,8 +421,8 @@ impl Session {
                 lr = step_lr.lr;
                 if let Some(stats) = self.guarded_step(&batch, step_lr, epoch)? {
                     totals.add(stats, host.labels.len())?;
+                    self.diagnose(epoch)?;
                 }
-                self.diagnose(epoch)?;
                 if let Some(bar) = &bar {
                     bar.inc(1);
                     if step % 10 == 0 {

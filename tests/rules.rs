@@ -225,9 +225,10 @@ fn diagnostics_change_nothing_and_cover_every_svd_layer() {
     assert!(angles[4].1 < 60.0, "classifier angle {}", angles[4].1);
 }
 
-/// Rules that train dense layers reject a rank schedule, naming the fix.
+/// Dense rules reject a rank schedule, and rules other than ssa reject `alpha` and
+/// `retract_every`, naming the fix.
 #[test]
-fn dense_rules_reject_rank_schedule() {
+fn rules_reject_keys_they_ignore() {
     let error = Config::from_toml_str("", &["method.rule=\"dfa\"".into(), "rank.schedule=\"hybrid\"".into()])
         .unwrap_err()
         .to_string();
@@ -235,6 +236,14 @@ fn dense_rules_reject_rank_schedule() {
     assert!(error.contains("dfa"), "{error}");
     assert!(error.contains("svd_bp"), "{error}");
     assert!(Config::from_toml_str("", &["method.rule=\"svd_bp\"".into(), "rank.schedule=\"hybrid\"".into()]).is_ok());
+    let error = Config::from_toml_str("", &["method.rule=\"dfa\"".into(), "method.alpha=0.0".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("method.alpha"), "{error}");
+    let error = Config::from_toml_str("", &["method.rule=\"svd_bp\"".into(), "method.retract_every=5".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("method.retract_every"), "{error}");
 }
 
 /// Every architecture builds in both layer forms, and rejects input it cannot take.
@@ -260,4 +269,131 @@ fn every_architecture_builds_for_svd_and_dense_rules() {
     let config = Config::from_toml_str("", &["data.dataset=\"fashion_mnist\"".into(), "model.arch=\"lenet\"".into()]).unwrap();
     let model = Model::build(&config, &mut WeightSource::Shapes { device: Device::Cpu }).unwrap();
     assert_eq!(model.output_shapes[1], vec![4, 4, 16]);
+}
+
+fn relative_error(ours: &Tensor, reference: &Tensor) -> f32 {
+    let scale: f32 = reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+    max_abs_diff(ours, reference) / scale.max(1e-12)
+}
+
+/// The probe's BP gradient G of every SVD layer's dense view agrees with end-to-end BP through
+/// the factors: dU = G V diag(s), dV = Gᵀ U diag(s), ds = diag(Uᵀ G V). This pins the probe's
+/// layout for the conv pairs and the linear layers.
+#[test]
+fn probe_gradient_matches_factor_gradients() {
+    let batch = real_batch(DatasetKind::Cifar10, "cifar10", 16);
+    let overrides = [
+        "model.arch=\"smallconv\"".to_string(),
+        "model.width=0.25".to_string(),
+        "method.rule=\"svd_bp\"".to_string(),
+        "method.gamma=0.0".to_string(),
+        "method.stiefel_projection=false".to_string(),
+    ];
+    let config = Config::from_toml_str("", &overrides).unwrap();
+    let model = Model::build(&config, &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+    let mut rule = rules::build(&config, &model).unwrap();
+    let factor_grads = gradients(rule.as_mut(), &model, &batch);
+    let reference = ssa::diagnostics::bp_gradients(&model, &batch).unwrap();
+
+    for factors in model.svd_layers() {
+        let name = &factors.name;
+        let g = &reference[name];
+        let (u, s, v) = (factors.u.as_tensor(), factors.s.as_tensor(), factors.v.as_tensor());
+        let du = g.matmul(v).unwrap().broadcast_mul(&s.unsqueeze(0).unwrap()).unwrap();
+        let dv = g.t().unwrap().matmul(u).unwrap().broadcast_mul(&s.unsqueeze(0).unwrap()).unwrap();
+        let ds = (u * g.matmul(v).unwrap()).unwrap().sum(0).unwrap();
+        for (suffix, expected) in [("u", du), ("v", dv), ("s", ds)] {
+            let error = relative_error(&factor_grads[&format!("{name}.{suffix}")], &expected);
+            assert!(error < 1e-3, "{name}.{suffix}: relative error {error}");
+        }
+    }
+
+    // The dense image of a factor update is the first-order change of U diag(s) Vᵀ.
+    let factors = model.svd_layers()[1];
+    let update = ssa::diagnostics::svd_dense_update(factors, &factor_grads).unwrap();
+    let step = 1e-3 / update.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() as f64;
+    let moved = |suffix: &str| {
+        let var = match suffix {
+            "u" => factors.u.as_tensor(),
+            "s" => factors.s.as_tensor(),
+            _ => factors.v.as_tensor(),
+        };
+        (var + (&factor_grads[&format!("{}.{suffix}", factors.name)] * step).unwrap()).unwrap()
+    };
+    let (u, s, v) = (moved("u"), moved("s"), moved("v"));
+    let after = u.broadcast_mul(&s.unsqueeze(0).unwrap()).unwrap().matmul(&v.t().unwrap()).unwrap();
+    let change = (after - factors.dense().unwrap()).unwrap();
+    let error = relative_error(&(change / step).unwrap(), &update);
+    assert!(error < 1e-2, "first-order change differs from svd_dense_update by {error}");
+}
+
+/// uSF computes exactly FA's gradients when FA's matrices are set to the scaled signs of the
+/// weights, and its earlier layers differ from BP's.
+#[test]
+fn usf_equals_fa_with_sign_feedback() {
+    let batch = real_batch(DatasetKind::Cifar10, "cifar10", 32);
+    let model = Model::build(&lenet_config("usf"), &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+    let mut usf = rules::build(&lenet_config("usf"), &model).unwrap();
+    let mut fa = rules::build(&lenet_config("fa"), &model).unwrap();
+    let mut bp = rules::build(&lenet_config("bp"), &model).unwrap();
+    let mut feedback = HashMap::new();
+    for (name, _) in fa.named_tensors() {
+        let layer = name.trim_start_matches("feedback.").trim_end_matches(".b");
+        let weight = model.params().into_iter().find(|p| p.name == format!("{layer}.weight")).unwrap();
+        let sign = ssa::rules::end_to_end::scaled_sign(weight.var.as_tensor(), None).unwrap();
+        feedback.insert(name, sign);
+    }
+    fa.load_state(&feedback, 0).unwrap();
+
+    let ours = gradients(usf.as_mut(), &model, &batch);
+    let reference = gradients(fa.as_mut(), &model, &batch);
+    for (name, grad) in &reference {
+        assert!(relative_error(&ours[name], grad) < 1e-6, "{name}");
+    }
+    let true_gradients = gradients(bp.as_mut(), &model, &batch);
+    assert!(max_abs_diff(&ours["conv1.weight"], &true_gradients["conv1.weight"]) > 1e-5);
+}
+
+/// brSF's matrices have the signs of the weights, repeat for the same step (so a resumed run
+/// draws the same ones) and change from one step to the next.
+#[test]
+fn brsf_redraws_magnitudes_every_step() {
+    use ssa::rules::end_to_end::Feedback;
+    let model = Model::build(&lenet_config("brsf"), &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+    let mut feedback = ssa::rules::brsf::RandomMagnitudeSign { seed: 0 };
+    let first = feedback.matrices(&model, 7).unwrap().unwrap();
+    let again = feedback.matrices(&model, 7).unwrap().unwrap();
+    let next = feedback.matrices(&model, 8).unwrap().unwrap();
+    assert_eq!(first.len(), 4);
+    for (name, b) in &first {
+        assert_eq!(max_abs_diff(b, &again[name]), 0.0, "{name}: same step, other matrix");
+        assert!(max_abs_diff(b, &next[name]) > 0.0, "{name}: next step, same matrix");
+        let weight = model.params().into_iter().find(|p| p.name == format!("{name}.weight")).unwrap();
+        let agree = (b * weight.var.as_tensor()).unwrap().ge(0f64).unwrap();
+        let agreeing: f32 = agree.to_dtype(candle_core::DType::F32).unwrap().mean_all().unwrap().to_scalar().unwrap();
+        assert_eq!(agreeing, 1.0, "{name}: B must have the signs of W");
+    }
+}
+
+/// DRTP's hidden units learn from the target alone: changing the classifier changes its own
+/// gradient but none of the hidden layers'.
+#[test]
+fn drtp_hidden_updates_ignore_the_output() {
+    let batch = real_batch(DatasetKind::Cifar10, "cifar10", 32);
+    let model = Model::build(&lenet_config("drtp"), &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+    let mut drtp = rules::build(&lenet_config("drtp"), &model).unwrap();
+    let before = gradients(drtp.as_mut(), &model, &batch);
+    let classifier = model.params().into_iter().find(|p| p.name == "classifier.weight").unwrap();
+    let shape = classifier.var.dims().to_vec();
+    let values = normal_vec(&mut ChaCha8Rng::seed_from_u64(5), shape.iter().product());
+    classifier.var.set(&Tensor::from_vec(values, shape, &Device::Cpu).unwrap()).unwrap();
+    let after = gradients(drtp.as_mut(), &model, &batch);
+    for (name, grad) in &before {
+        let diff = max_abs_diff(grad, &after[name]);
+        if name.starts_with("classifier") {
+            assert!(diff > 0.0, "{name} should follow the new classifier");
+        } else {
+            assert_eq!(diff, 0.0, "{name} depends on the output");
+        }
+    }
 }

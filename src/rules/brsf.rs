@@ -18,7 +18,7 @@ const MAGNITUDE_STREAMS: u64 = 1 << 32;
 
 /// `|R| ⊙ sign(W)` with R redrawn every step.
 pub struct RandomMagnitudeSign {
-    seed: u64,
+    pub seed: u64,
 }
 
 impl Feedback for RandomMagnitudeSign {
