@@ -3,8 +3,8 @@
 # `ssa report` table and the `ssa plot` figure of the runs.
 #
 # Usage: scripts/compare_cifar10.sh [EPOCHS] [OUT_DIR]
-#   EPOCHS   epochs per rule (default 3). On 2 CPU cores one LeNet epoch of 50,000 images
-#            takes a few minutes per rule; docs/results.md has measured times.
+#   EPOCHS   epochs per rule (default 10). Estimate for 2 idle CPU cores: one LeNet epoch of
+#            50,000 images takes 1 to 2 minutes per rule, so the default needs about two hours.
 #   OUT_DIR  where the run directories, report.md and compare.png go (default runs/compare)
 # Environment: DATA_DIR (default ../shared/data/cifar-10-batches-bin), RULES (default all
 # eight), SSA (the binary; default target/release/ssa, built if missing), EXTRA (more --set
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-epochs=${1:-3}
+epochs=${1:-10}
 out=${2:-runs/compare}
 data_dir=${DATA_DIR:-../shared/data/cifar-10-batches-bin}
 rules=${RULES:-"bp ssa usf brsf svd_bp fa dfa drtp"}
