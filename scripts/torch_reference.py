@@ -3,10 +3,10 @@
 
 Times, at batch 128 on 32x32 input with VGG-13 widths, in f32 on the CPU:
   - one end-to-end backpropagation step of the dense VGG-13 (BatchNorm, Adam);
-  - one SSA step: every conv unit as a k x 1 then 1 x k convolution pair built from U, s, V, on
-    its detached input, with the broadcast-error surrogate, the alignment and orthogonality
-    losses, the Stiefel tangent projection of the U and V gradients, and Adam;
-    at full rank and at 30% rank;
+  - one SSA step, at full rank and at 30% rank. Every conv unit is a k x 1 then 1 x k
+    convolution pair built from U, s, V, on its detached input. Its loss is the broadcast-error
+    surrogate plus the alignment and orthogonality losses. The U and V gradients get the Stiefel
+    tangent projection, and Adam applies the update;
   - a 2048^3 matrix product, for the machine's rate.
 
 Optional: `pip install torch --index-url https://download.pytorch.org/whl/cpu`, then

@@ -3,8 +3,8 @@
 //! For each case it reports milliseconds per step, images per second, achieved GFLOP/s, the
 //! share of the step spent in the forward pass, the backward pass and the optimiser update, and
 //! the peak resident memory of the case. Achieved GFLOP/s counts a training step as three times
-//! the inference FLOPs at the current ranks (forward, and two products per weight backward),
-//! the usual convention; a local rule that skips an input gradient does less work than that.
+//! the inference FLOPs at the current ranks (forward, and two products per weight backward), as
+//! is usual. A local rule that skips an input gradient does less work than that.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use crate::optim::{Adam, StepLr};
 use crate::rules;
 use crate::ssa::rank::{truncate, RankBounds};
 
-/// What to measure.
+/// Cases and settings of one benchmark run.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub rules: Vec<String>,

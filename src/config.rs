@@ -170,6 +170,9 @@ pub struct RankConfig {
     pub min_fraction: f64,
     /// Share of `Σ s²` that the energy phase keeps.
     pub energy: f64,
+    /// Training batches over which BatchNorm statistics are re-estimated after each pruning
+    /// event (0 = keep the statistics of the unpruned layers).
+    pub recalibrate_batches: usize,
 }
 
 impl Default for RankConfig {
@@ -180,6 +183,7 @@ impl Default for RankConfig {
             phase1_fraction: 0.3,
             min_fraction: 0.3,
             energy: 0.95,
+            recalibrate_batches: 50,
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     pub batch_size: Option<usize>,
     pub device: Option<String>,
+    /// Re-estimate BatchNorm statistics over this many training batches before evaluating.
+    pub recalibrate_batches: usize,
 }
 
 /// Report printed by `ssa eval`.
@@ -69,6 +71,17 @@ pub fn evaluate_checkpoint(path: &Path, options: &EvalOptions) -> Result<EvalRep
         augment: false,
         seed: config.experiment.seed,
     };
+    if options.recalibrate_batches > 0 {
+        let train_set = load_split(kind, &data_dir, Split::Train, config.data.train_limit)?;
+        let train_loader = BatchLoader {
+            dataset: Arc::new(train_set),
+            shuffle: true,
+            augment: config.data.augment,
+            ..loader.clone()
+        };
+        let batches = train_loader.epoch(1_000_000).take(options.recalibrate_batches);
+        crate::train::recalibrate_batch_norm(&model, batches, &device)?;
+    }
     let result = evaluate(&model, &loader, &device)?;
     let cost = model_cost(&model);
     Ok(EvalReport {

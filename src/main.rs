@@ -142,6 +142,10 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Re-estimate BatchNorm statistics over N training batches before evaluating (the
+        /// checkpoint file is not changed); for checkpoints pruned without recalibration.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        recalibrate_bn: usize,
     },
 }
 
@@ -372,8 +376,8 @@ fn main() -> ExitCode {
                 Ok(())
             })
             .map_err(anyhow::Error::from),
-        Command::Eval { ckpt, data_dir, limit, batch_size, device, json } => {
-            let options = EvalOptions { data_dir, limit, batch_size, device };
+        Command::Eval { ckpt, data_dir, limit, batch_size, device, json, recalibrate_bn } => {
+            let options = EvalOptions { data_dir, limit, batch_size, device, recalibrate_batches: recalibrate_bn };
             evaluate_checkpoint(&ckpt, &options).map_err(anyhow::Error::from).map(|report| {
                 if json {
                     println!("{}", serde_json::to_string(&report).expect("report serialises"));

@@ -282,6 +282,38 @@ fn loaders(config: &Config) -> Result<(BatchLoader, BatchLoader)> {
     Ok((train_loader, test_loader))
 }
 
+/// Re-estimates every BatchNorm's running statistics from `batches` in training mode, without
+/// changing any weight. After pruning, the statistics of the full-rank layers no longer match
+/// their outputs.
+pub fn recalibrate_batch_norm(model: &Model, batches: impl Iterator<Item = crate::data::loader::HostBatch>, device: &Device) -> Result<usize> {
+    let norms: Vec<_> = model.units.iter().flat_map(|u| u.batch_norms()).collect();
+    if norms.is_empty() {
+        return Ok(0);
+    }
+    for bn in &norms {
+        bn.running_mean.set(&bn.running_mean.zeros_like()?)?;
+        bn.running_var.set(&bn.running_var.zeros_like()?)?;
+    }
+    let mut count = 0;
+    for host in batches {
+        let batch = host.to_device(device)?;
+        model.forward(&batch.images, true)?;
+        count += 1;
+    }
+    // The running averages started from zero: divide by the weight their updates add up to.
+    let weight = 1.0 - (1.0 - crate::layers::batch_norm::MOMENTUM).powi(count as i32);
+    for bn in &norms {
+        if count == 0 {
+            bn.running_var.set(&bn.running_var.ones_like()?)?;
+            continue;
+        }
+        bn.running_mean.set(&(bn.running_mean.as_tensor() / weight)?)?;
+        bn.running_var.set(&(bn.running_var.as_tensor() / weight)?)?;
+    }
+    tracing::info!("re-estimated BatchNorm statistics over {count} training batches");
+    Ok(count)
+}
+
 /// Trains the model described by `config`, writing metrics, checkpoints and logs to `run_dir`.
 pub fn train(config: &Config, run_dir: &Path) -> Result<TrainSummary> {
     let device = open_device(&config.train.device)?;
@@ -455,6 +487,12 @@ impl Session {
             // Prune ranks, before evaluation so that the test figures and the checkpoint agree.
             if let Some((_, event)) = rank_events.iter().find(|(e, _)| *e == epoch + 1) {
                 apply_rank_event(&mut self.model, *event, &config, &mut self.optimizer)?;
+                let batches = config.rank.recalibrate_batches;
+                if batches > 0 {
+                    // A pseudo-epoch index keeps these batches apart from the training epochs.
+                    let stream = self.train_loader.epoch(1_000_000 + epoch);
+                    recalibrate_batch_norm(&self.model, stream.take(batches), &self.device)?;
+                }
             }
 
             // Evaluate.

@@ -237,3 +237,50 @@ fn counts_match_hand_computed_values() {
     assert_eq!(cost.macs, expected_macs);
     assert_eq!(cost.dense_macs, 9 * 3 * 96 * 1024 + 9 * 96 * 192 * 256 + 9 * 192 * 512 * 64 + 8192 * 1024 + 1024 * 10);
 }
+
+/// After truncation, re-estimating BatchNorm statistics on a batch makes inference mode match
+/// training mode on that batch again (up to the unbiased-variance factor n/(n − 1)).
+#[test]
+fn batch_norm_recalibration_matches_pruned_layers() {
+    use std::sync::Arc;
+    use ssa::data::{load_split, BatchLoader, DatasetKind, Normalization, Split};
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar10");
+    let dataset = load_split(DatasetKind::Cifar10, &fixture, Split::Train, 64).unwrap();
+    let loader = BatchLoader {
+        dataset: Arc::new(dataset),
+        batch_size: 64,
+        normalization: Normalization::for_dataset(DatasetKind::Cifar10),
+        shuffle: false,
+        augment: false,
+        seed: 0,
+    };
+    let indices: Vec<usize> = (0..64).collect();
+    let host = loader.assemble(&indices, &mut ChaCha8Rng::seed_from_u64(0));
+    let batch = host.to_device(&Device::Cpu).unwrap();
+
+    let config = Config::from_toml_str("", &["model.width=0.25".to_string()]).unwrap();
+    let mut model = Model::build(&config, &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+    let mut optimizer = Adam::from_config(&config.train);
+    // Statistics from the full-rank model, then a cut to a third of every rank.
+    for _ in 0..20 {
+        model.forward(&batch.images, true).unwrap();
+    }
+    for factors in model.svd_layers_mut() {
+        let keep = factors.rank().div_ceil(3);
+        truncate(factors, keep, &mut optimizer).unwrap();
+    }
+    let gap = |model: &Model| {
+        let train = model.forward(&batch.images, true).unwrap();
+        let infer = model.forward(&batch.images, false).unwrap();
+        let diff: f32 = (train - &infer).unwrap().abs().unwrap().mean_all().unwrap().to_scalar().unwrap();
+        let scale: f32 = infer.abs().unwrap().mean_all().unwrap().to_scalar().unwrap();
+        diff / scale
+    };
+    let stale = gap(&model);
+    let count = ssa::train::recalibrate_batch_norm(&model, std::iter::repeat_n(host, 5), &Device::Cpu).unwrap();
+    assert_eq!(count, 5);
+    let fresh = gap(&model);
+    assert!(fresh < 0.05, "after recalibration the modes differ by {fresh}");
+    assert!(fresh < 0.5 * stale, "recalibration did not help: {stale} → {fresh}");
+}

@@ -6,7 +6,7 @@ use super::param::{Param, ParamGroup, WeightSource};
 use crate::error::Result;
 
 /// Weight of the newest batch in the running statistics (PyTorch's default).
-const MOMENTUM: f64 = 0.1;
+pub const MOMENTUM: f64 = 0.1;
 const EPS: f64 = 1e-5;
 
 /// Per-channel normalisation with a learned scale and shift.
