@@ -63,8 +63,10 @@ fn accuracy_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Sh
     for (index, run) in runs.iter().enumerate() {
         let colour = Palette99::pick(index).to_rgba();
         let points: Vec<(f64, f64)> = run.curve.iter().map(|(e, a)| (*e as f64, 100.0 * a)).collect();
+        // A one-point line draws nothing (and resvg warns about it); the marker shows the point.
+        let line = if points.len() > 1 { points.clone() } else { Vec::new() };
         chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .draw_series(LineSeries::new(line, colour.stroke_width(2)))
             .map_err(plot_error)?
             .label(label(run))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
