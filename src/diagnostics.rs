@@ -12,11 +12,12 @@ use crate::layers::{LayerRef, Pass, SvdFactors};
 use crate::models::Model;
 use crate::rules::LearningRule;
 
-/// Copies of every BatchNorm running statistic, to undo the probe's forward passes.
-struct SavedStatistics(Vec<(Var, Tensor)>);
+/// Copies of every BatchNorm running statistic, to undo forward passes in training mode.
+pub struct SavedStatistics(Vec<(Var, Tensor)>);
 
 impl SavedStatistics {
-    fn take(model: &Model) -> Result<Self> {
+    /// Copies the running statistics of every BatchNorm of `model`.
+    pub fn take(model: &Model) -> Result<Self> {
         let mut saved = Vec::new();
         for unit in &model.units {
             for bn in unit.batch_norms() {
@@ -28,7 +29,8 @@ impl SavedStatistics {
         Ok(Self(saved))
     }
 
-    fn restore(&self) -> Result<()> {
+    /// Writes the copied statistics back.
+    pub fn restore(&self) -> Result<()> {
         for (var, value) in &self.0 {
             var.set(value)?;
         }

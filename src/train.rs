@@ -560,13 +560,13 @@ impl Session {
     /// the batch (no update was applied) and restores the BatchNorm statistics.
     fn guarded_step(&mut self, batch: &crate::data::Batch, lr: StepLr, epoch: usize) -> Result<Option<StepStats>> {
         let skip = self.config.train.on_nan == "skip_batch";
-        let saved_statistics = if skip { self.batch_norm_statistics()? } else { Vec::new() };
+        let saved_statistics = if skip { Some(diagnostics::SavedStatistics::take(&self.model)?) } else { None };
         match self.rule.step(&self.model, batch, &mut self.optimizer, lr) {
             Ok(stats) => Ok(Some(stats)),
             Err(Error::Diverged(message)) if skip => {
                 tracing::warn!("epoch {}: skipped a batch: {message}", epoch + 1);
-                for (var, value) in saved_statistics {
-                    var.set(&value)?;
+                if let Some(saved) = saved_statistics {
+                    saved.restore()?;
                 }
                 Ok(None)
             }
@@ -603,18 +603,6 @@ impl Session {
         };
         let angles = diagnostics::gradient_angles(&self.model, self.rule.as_mut(), &probe)?;
         self.layer_metrics.append(epoch + 1, steps, &self.model, Some(&angles))
-    }
-
-    fn batch_norm_statistics(&self) -> Result<Vec<(candle_core::Var, Tensor)>> {
-        let mut saved = Vec::new();
-        for unit in &self.model.units {
-            for bn in unit.batch_norms() {
-                for var in [&bn.running_mean, &bn.running_var] {
-                    saved.push((var.clone(), var.as_tensor().copy()?));
-                }
-            }
-        }
-        Ok(saved)
     }
 
     fn checkpoint_meta(&self, epoch: usize, test_top1: Option<f64>, progress: Option<EpochProgress>) -> CheckpointMeta {
