@@ -127,7 +127,7 @@ fn fashion_fixture() -> PathBuf {
 }
 
 /// The Fashion-MNIST fixture contains the first 300 training and 100 test images of Debian's
-/// files; the reader returns them as 28×28 single-channel images with labels below 10.
+/// files. The reader returns them as 28×28 single-channel images with labels below 10.
 #[test]
 fn reads_fashion_mnist_idx_files() {
     let train = load_split(DatasetKind::FashionMnist, &fashion_fixture(), Split::Train, 0).unwrap();
