@@ -2,7 +2,7 @@
 
 use candle_core::{Tensor, Var};
 
-use super::ops::shifted_columns;
+use super::ops::{product, shifted_columns};
 use super::param::{Param, ParamGroup, WeightSource};
 use super::pass::{with_feedback, Pass};
 use crate::error::Result;
@@ -19,7 +19,7 @@ pub struct DenseLinear {
 
 /// `x Wᵀ` for `x: [N, in]`, `w: [out, in]`.
 pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.matmul(&w.t()?)
+    product(x, &w.t()?)
 }
 
 impl DenseLinear {
@@ -81,7 +81,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> candle_c
     let cols = shifted_columns(x, 2, k, padding, stride)?;
     let patches = shifted_columns(&cols, 1, k, padding, stride)?;
     let (ho, wo) = (patches.dim(1)?, patches.dim(2)?);
-    let y = patches.reshape((n * ho * wo, k * k * c))?.matmul(&w.reshape((k * k * c, f))?)?;
+    let y = product(&patches.reshape((n * ho * wo, k * k * c))?, &w.reshape((k * k * c, f))?)?;
     y.reshape((n, ho, wo, f))
 }
 

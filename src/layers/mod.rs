@@ -6,6 +6,7 @@
 
 pub mod batch_norm;
 pub mod dense;
+pub mod kernels;
 pub mod ops;
 pub mod param;
 pub mod pass;

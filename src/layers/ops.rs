@@ -1,6 +1,8 @@
 //! Tensor helpers shared by the layers.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
+
+use super::kernels::{Product, Shift};
 
 /// Selects `count` positions along `dim`, starting at `start` and `stride` apart.
 pub fn strided_narrow(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
@@ -17,7 +19,18 @@ pub fn strided_narrow(x: &Tensor, dim: usize, start: usize, count: usize, stride
 ///
 /// The result has `count` positions along `dim` and `k × channels` columns, column
 /// `i × channels + c`. A k-wide convolution along `dim` is then one matrix product.
+/// On the CPU, 4-D input with the channel axis last runs the [`Shift`] kernel; other devices
+/// use Candle's generic copies.
 pub fn shifted_columns(x: &Tensor, dim: usize, k: usize, padding: usize, stride: usize) -> Result<Tensor> {
+    let size = x.dim(dim)?;
+    if x.device().is_cpu() && x.rank() == 4 && (1..3).contains(&dim) && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1(Shift { dim, k, padding, stride, size });
+    }
+    generic_shifted_columns(x, dim, k, padding, stride)
+}
+
+/// [`shifted_columns`] from Candle's `pad`, `narrow` and `cat`, for any device and rank.
+pub fn generic_shifted_columns(x: &Tensor, dim: usize, k: usize, padding: usize, stride: usize) -> Result<Tensor> {
     let size = x.dim(dim)?;
     let count = (size + 2 * padding - k) / stride + 1;
     let padded = if padding > 0 {
@@ -44,4 +57,10 @@ pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
     x.reshape((n, h * w, c))?.mean(1)
+}
+
+/// The matrix product `a · b` of 2-D tensors, with no gradient work for an operand that tracks
+/// no variable (a unit's detached input, say).
+pub fn product(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.apply_op2(b, Product)
 }

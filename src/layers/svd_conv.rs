@@ -8,7 +8,7 @@
 
 use candle_core::{Tensor, Var};
 
-use super::ops::shifted_columns;
+use super::ops::{product, shifted_columns};
 use super::dense::conv2d;
 use super::param::{Param, ParamGroup, WeightSource};
 use super::pass::Pass;
@@ -67,13 +67,13 @@ impl SvdConv2d {
         let ho = rows.dim(1)?;
         let u = f.u.reshape((c, k, r))?.transpose(0, 1)?.reshape((k * c, r))?;
         let us = u.broadcast_mul(&f.s.unsqueeze(0)?)?;
-        let hidden = rows.reshape((n * ho * w, k * c))?.matmul(&us)?.reshape((n, ho, w, r))?;
+        let hidden = product(&rows.reshape((n * ho * w, k * c))?, &us)?.reshape((n, ho, w, r))?;
 
         // 1×k along the width: column j·r + ρ of the shifted copies meets row f·k + j of V.
         let cols = shifted_columns(&hidden, 2, k, self.padding, self.stride)?;
         let wo = cols.dim(2)?;
         let v = f.v.reshape((out, k, r))?.permute((1, 2, 0))?.reshape((k * r, out))?;
-        let mut y = cols.reshape((n * ho * wo, k * r))?.matmul(&v)?;
+        let mut y = product(&cols.reshape((n * ho * wo, k * r))?, &v)?;
         if let Some(z) = pass.probe_for(&f.name) {
             // The dense view [(c, i), (f, j)] as a [k, k, C, F] kernel.
             let kernel = z.reshape((c, k, out, k))?.permute((1, 3, 0, 2))?.contiguous()?;

@@ -3,6 +3,7 @@
 use candle_core::{Tensor, Var};
 
 use super::dense::linear;
+use super::ops::product;
 use super::param::{Param, ParamGroup, WeightSource};
 use super::pass::Pass;
 use super::svd_factors::{Geometry, SvdFactors};
@@ -42,8 +43,8 @@ impl SvdLinear {
         let f = &self.factors;
         // Scaling V's columns by s costs r·in, scaling the activations would cost N·r.
         let vs = f.v.broadcast_mul(&f.s.unsqueeze(0)?)?;
-        let hidden = x.matmul(&vs)?;
-        let mut y = hidden.matmul(&f.u.t()?)?;
+        let hidden = product(x, &vs)?;
+        let mut y = product(&hidden, &f.u.t()?)?;
         if let Some(z) = pass.probe_for(&f.name) {
             y = (y + linear(x, z.as_tensor())?)?;
         }
