@@ -157,3 +157,38 @@ fn projected_gradient_is_tangent() {
     let again = project_tangent(&u, &p).unwrap();
     assert!(max_abs_diff(&again, &p) < 1e-5, "projection is not idempotent");
 }
+
+#[test]
+fn closed_form_factor_terms_match_autograd() {
+    use ssa::ssa::losses::{alignment, factor_terms, orthogonality, Alignment};
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (rows, cols, rank) = (12, 9, 5);
+    // Factors away from orthonormal, and targets away from the factors, so every term counts.
+    let tensors = FactorTensors {
+        u: random(&mut rng, &[rows, rank]),
+        s: random(&mut rng, &[rank]),
+        v: random(&mut rng, &[cols, rank]),
+        u_b: random(&mut rng, &[rows, rank]),
+        v_b: random(&mut rng, &[cols, rank]),
+    };
+    let factors = SvdFactors::new("layer", vec![cols, rows], tensors).unwrap();
+    let (beta, gamma) = (0.3, 0.7);
+    for form in [Some(Alignment::Factor), Some(Alignment::Subspace), None] {
+        let align = match form {
+            Some(form) => alignment(&factors, form).unwrap(),
+            None => Tensor::new(0f32, &Device::Cpu).unwrap(),
+        };
+        let orth = orthogonality(&factors).unwrap();
+        let loss = ((&align * beta).unwrap() + (&orth * gamma).unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let terms = factor_terms(&factors, form, beta, gamma).unwrap();
+        for (var, closed) in [(&factors.u, &terms.grad_u), (&factors.v, &terms.grad_v)] {
+            let reference = grads.get(var).unwrap();
+            let scale: f32 = reference.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            let diff = max_abs_diff(reference, closed);
+            assert!(diff < 1e-4 * scale.max(1.0), "{form:?}: {diff} against {scale}");
+        }
+        assert!(max_abs_diff(&align, &terms.alignment) < 1e-3, "{form:?}");
+        assert!(max_abs_diff(&orth, &terms.orthogonality) < 1e-4, "{form:?}");
+    }
+}

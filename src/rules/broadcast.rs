@@ -7,17 +7,15 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_nn::{encoding::one_hot, loss::cross_entropy, ops::softmax_last_dim};
 
-use super::{count_correct, saved_tensor, LearningRule, Part, StepStats, Update};
+use super::{count_correct, param_gradient, saved_tensor, LearningRule, Part, StepStats, Update};
 use crate::config::MethodConfig;
 use crate::data::Batch;
 use crate::error::Result;
-use crate::layers::ParamGroup;
 use crate::linalg::{orthonormalize, Matrix};
 use crate::models::{Model, Unit};
 use crate::rng::{stream_rng, Stream};
 use crate::ssa::feedback::broadcast_matrix;
-use crate::ssa::losses::{alignment, hoyer, orthogonality, Alignment};
-use crate::ssa::stiefel::project_tangent;
+use crate::ssa::losses::{factor_terms, hoyer, Alignment};
 
 /// Feedback stream index of the broadcast matrices (index 0 draws the B matrices).
 const BROADCAST_STREAM: u64 = 1;
@@ -110,12 +108,16 @@ impl Broadcast {
         let l = &self.loss;
         let mut loss = data_loss.clone();
         update.parts.push((unit.name().to_string(), data_term, data_loss.detach()));
+        // The alignment and orthogonality gradients are added in closed form after the
+        // backward pass; only the Hoyer term (on s) goes through autograd.
+        let mut closed_form = HashMap::new();
         for factors in unit.svd_layers() {
-            let align = alignment(factors, l.alignment)?;
-            let orth = orthogonality(factors)?;
+            let terms = factor_terms(factors, Some(l.alignment), l.beta, l.gamma)?;
             let sparsity = hoyer(factors)?;
-            loss = (loss + (&align * l.beta)? + (&orth * l.gamma)? + (&sparsity * l.hoyer)?)?;
-            for (term, value, slot) in [("alignment", align, 1), ("orthogonality", orth, 2), ("hoyer", sparsity, 3)] {
+            loss = (loss + (&sparsity * l.hoyer)?)?;
+            closed_form.insert(format!("{}.u", factors.name), terms.grad_u);
+            closed_form.insert(format!("{}.v", factors.name), terms.grad_v);
+            for (term, value, slot) in [("alignment", terms.alignment, 1), ("orthogonality", terms.orthogonality, 2), ("hoyer", sparsity, 3)] {
                 let value = value.detach();
                 update.stats.terms[slot] = (&update.stats.terms[slot] + &value)?;
                 update.parts.push((factors.name.clone(), term, value));
@@ -124,15 +126,9 @@ impl Broadcast {
 
         let grads = loss.backward()?;
         for param in unit.params() {
-            let Some(grad) = grads.get(&param.var) else {
-                continue;
-            };
-            let grad = if param.group == ParamGroup::Factor && l.stiefel_projection {
-                project_tangent(param.var.as_tensor(), grad)?
-            } else {
-                grad.detach()
-            };
-            update.grads.push((param, grad));
+            if let Some(grad) = param_gradient(&param, &grads, &mut closed_form, l.stiefel_projection)? {
+                update.grads.push((param, grad));
+            }
         }
         Ok(())
     }

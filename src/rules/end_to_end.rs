@@ -7,13 +7,12 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_nn::loss::cross_entropy;
 
-use super::{count_correct, LearningRule, StepStats, Update};
+use super::{count_correct, param_gradient, LearningRule, StepStats, Update};
 use crate::data::Batch;
 use crate::error::Result;
-use crate::layers::{LayerRef, ParamGroup, Pass};
+use crate::layers::{LayerRef, Pass};
 use crate::models::Model;
-use crate::ssa::losses::{hoyer, orthogonality};
-use crate::ssa::stiefel::project_tangent;
+use crate::ssa::losses::{factor_terms, hoyer};
 
 /// Source of the matrices that carry the error backwards.
 pub trait Feedback {
@@ -117,11 +116,15 @@ impl LearningRule for EndToEnd {
         };
         let mut parts = vec![("network".to_string(), "cross-entropy", ce.detach())];
         let mut loss = ce;
+        // The orthogonality gradient is added in closed form after the backward pass.
+        let mut closed_form = HashMap::new();
         for factors in model.svd_layers() {
-            let orth = orthogonality(factors)?;
+            let terms = factor_terms(factors, None, 0.0, self.terms.gamma)?;
             let sparsity = hoyer(factors)?;
-            loss = (loss + (&orth * self.terms.gamma)? + (&sparsity * self.terms.hoyer)?)?;
-            for (term, value, slot) in [("orthogonality", orth, 2), ("hoyer", sparsity, 3)] {
+            loss = (loss + (&sparsity * self.terms.hoyer)?)?;
+            closed_form.insert(format!("{}.u", factors.name), terms.grad_u);
+            closed_form.insert(format!("{}.v", factors.name), terms.grad_v);
+            for (term, value, slot) in [("orthogonality", terms.orthogonality, 2), ("hoyer", sparsity, 3)] {
                 let value = value.detach();
                 stats.terms[slot] = (&stats.terms[slot] + &value)?;
                 parts.push((factors.name.clone(), term, value));
@@ -131,15 +134,9 @@ impl LearningRule for EndToEnd {
         let grads = loss.backward()?;
         let mut out = Vec::new();
         for param in model.params() {
-            let Some(grad) = grads.get(&param.var) else {
-                continue;
-            };
-            let grad = if param.group == ParamGroup::Factor && self.terms.stiefel_projection {
-                project_tangent(param.var.as_tensor(), grad)?
-            } else {
-                grad.detach()
-            };
-            out.push((param, grad));
+            if let Some(grad) = param_gradient(&param, &grads, &mut closed_form, self.terms.stiefel_projection)? {
+                out.push((param, grad));
+            }
         }
         Ok(Update { grads: out, parts, stats })
     }

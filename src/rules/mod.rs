@@ -19,14 +19,16 @@ pub mod usf;
 
 use std::collections::HashMap;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
 
 use crate::config::Config;
 use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::layers::{LayerKind, Param};
+use crate::layers::{LayerKind, Param, ParamGroup};
 use crate::models::Model;
 use crate::optim::{Adam, StepLr};
+use crate::ssa::stiefel::project_tangent;
 
 /// Config names of the rules.
 pub const RULES: [&str; 8] = ["ssa", "svd_bp", "bp", "dfa", "fa", "usf", "brsf", "drtp"];
@@ -172,4 +174,25 @@ pub fn saved_tensor(tensors: &HashMap<String, Tensor>, name: &str, expected: &[u
         return Err(format!("tensor `{name}` has shape {:?}, expected {expected:?}", saved.dims()));
     }
     Ok(saved.clone())
+}
+
+/// The update of `param`: its autograd gradient plus any closed-form gradient in `closed_form`
+/// (keyed by parameter name, and removed from it), projected onto the Stiefel tangent space for
+/// U and V when `stiefel_projection`. `None` when neither source has a gradient for it.
+pub fn param_gradient(
+    param: &Param,
+    grads: &GradStore,
+    closed_form: &mut HashMap<String, Tensor>,
+    stiefel_projection: bool,
+) -> Result<Option<Tensor>> {
+    let grad = match (grads.get(&param.var), closed_form.remove(&param.name)) {
+        (Some(grad), Some(terms)) => (grad.detach() + terms)?,
+        (Some(grad), None) => grad.detach(),
+        (None, Some(terms)) => terms,
+        (None, None) => return Ok(None),
+    };
+    if param.group == ParamGroup::Factor && stiefel_projection {
+        return Ok(Some(project_tangent(param.var.as_tensor(), &grad)?));
+    }
+    Ok(Some(grad))
 }

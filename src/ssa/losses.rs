@@ -60,3 +60,61 @@ pub fn hoyer(f: &SvdFactors) -> Result<Tensor> {
     let l2 = (s.sqr()?.sum_all()? + 1e-12)?.sqrt()?;
     Ok((l1 / l2)?)
 }
+
+/// Values and gradients of the alignment and orthogonality terms of one layer.
+#[derive(Debug, Clone)]
+pub struct FactorTerms {
+    /// [`alignment`], or zero when the term is off.
+    pub alignment: Tensor,
+    /// [`orthogonality`].
+    pub orthogonality: Tensor,
+    /// Gradient of `beta · alignment + gamma · orthogonality` with respect to U, `[rows, r]`.
+    pub grad_u: Tensor,
+    /// The same with respect to V, `[cols, r]`.
+    pub grad_v: Tensor,
+}
+
+/// Computes [`alignment`] (when `form` is given) and [`orthogonality`] with their gradients in
+/// closed form. With `S = XᵀX` for a factor X and its target T:
+///
+/// - `∂‖S − I‖² / ∂X = 4 X (S − I)`;
+/// - `∂‖X − T‖² / ∂X = 2 (X − T)` (factor form);
+/// - `∂(‖S‖² − 2‖TᵀX‖²) / ∂X = 4 X S − 4 T (TᵀX)` (subspace form).
+///
+/// Autograd spends three products of the factor's size per factor: the Gram matrix and its two
+/// operand gradients. This spends two (S, then X times one r×r matrix), plus two for the
+/// subspace form.
+pub fn factor_terms(f: &SvdFactors, form: Option<Alignment>, beta: f64, gamma: f64) -> Result<FactorTerms> {
+    let rank = f.rank();
+    let identity = Tensor::eye(rank, DType::F32, f.u.device())?;
+    let orth_scale = 4.0 * gamma / (rank * rank) as f64;
+    let term = |x: &Tensor, target: &Tensor| -> Result<(Tensor, Tensor, Tensor)> {
+        let gram = x.t()?.matmul(x)?;
+        let off = (&gram - &identity)?;
+        let orth = off.sqr()?.sum_all()?;
+        let (align, grad) = match form {
+            None => (Tensor::zeros((), DType::F32, x.device())?, x.matmul(&(off * orth_scale)?)?),
+            Some(Alignment::Factor) => {
+                let diff = (x - target)?;
+                let grad = (x.matmul(&(off * orth_scale)?)? + (&diff * (2.0 * beta))?)?;
+                (diff.sqr()?.sum_all()?, grad)
+            }
+            Some(Alignment::Subspace) => {
+                let cross = target.t()?.matmul(x)?;
+                let value = ((gram.sqr()?.sum_all()? - (cross.sqr()?.sum_all()? * 2.0)?)? + rank as f64)?;
+                let inner = ((off * orth_scale)? + (gram * (4.0 * beta))?)?;
+                let grad = (x.matmul(&inner)? - (target.matmul(&cross)? * (4.0 * beta))?)?;
+                (value, grad)
+            }
+        };
+        Ok((align, orth, grad))
+    };
+    let (align_u, orth_u, grad_u) = term(&f.u.as_tensor().detach(), &f.u_b)?;
+    let (align_v, orth_v, grad_v) = term(&f.v.as_tensor().detach(), &f.v_b)?;
+    Ok(FactorTerms {
+        alignment: (align_u + align_v)?,
+        orthogonality: ((orth_u + orth_v)? / (rank * rank) as f64)?,
+        grad_u,
+        grad_v,
+    })
+}
