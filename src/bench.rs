@@ -40,7 +40,7 @@ pub struct BenchOptions {
 }
 
 /// Figures of one case.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BenchRow {
     pub rule: String,
     pub model: String,
@@ -170,24 +170,44 @@ pub fn matmul_gflops(size: usize, device: &Device) -> Result<f64> {
     Ok(2.0 * (size as f64).powi(3) / seconds / 1e9)
 }
 
-/// Runs every case of `options`, calling `progress` after each.
-pub fn run(options: &BenchOptions, mut progress: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>> {
-    let batch = real_batch(options)?;
-    let mut rows = Vec::new();
-    for arch in &options.models {
-        for rule_name in &options.rules {
-            let svd = rules::layer_kind(rule_name)? == crate::layers::LayerKind::Svd;
+/// One benchmark case: a rule on a model, at a rank fraction for SVD layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    pub rule: String,
+    pub model: String,
+    /// `None` for dense rules.
+    pub rank_fraction: Option<f64>,
+}
+
+/// Lists the cases of `options` in the order of the table: by model, then rule, then rank.
+pub fn cases(options: &BenchOptions) -> Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    for model in &options.models {
+        for rule in &options.rules {
+            let svd = rules::layer_kind(rule)? == crate::layers::LayerKind::Svd;
             let fractions: Vec<Option<f64>> = if svd {
                 options.rank_fractions.iter().map(|f| Some(*f)).collect()
             } else {
                 vec![None]
             };
-            for fraction in fractions {
-                let row = measure(options, &batch, rule_name, arch, fraction)?;
-                progress(&row);
-                rows.push(row);
+            for rank_fraction in fractions {
+                cases.push(Case { rule: rule.clone(), model: model.clone(), rank_fraction });
             }
         }
+    }
+    Ok(cases)
+}
+
+/// Runs every case of `options` in this process, calling `progress` after each. The peak
+/// memory of a case includes what earlier cases left with the allocator, so `ssa bench` runs
+/// each case in a process of its own.
+pub fn run(options: &BenchOptions, mut progress: impl FnMut(&BenchRow)) -> Result<Vec<BenchRow>> {
+    let batch = real_batch(options)?;
+    let mut rows = Vec::new();
+    for case in cases(options)? {
+        let row = measure(options, &batch, &case.rule, &case.model, case.rank_fraction)?;
+        progress(&row);
+        rows.push(row);
     }
     Ok(rows)
 }

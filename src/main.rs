@@ -105,6 +105,10 @@ enum Command {
         /// Also write the table to this markdown file.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Run the cases in this process and print one JSON row per case (used by `ssa bench`
+        /// itself, which runs each case in a fresh process so that its peak memory is its own).
+        #[arg(long, hide = true)]
+        rows_json: bool,
     },
     /// Manage datasets.
     Data {
@@ -307,35 +311,56 @@ fn run_train(args: TrainArgs, log_file: &Mutex<Option<File>>) -> anyhow::Result<
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_bench(
-    rules: Vec<String>,
-    models: Vec<String>,
-    ranks: Vec<f64>,
-    batch_size: usize,
-    steps: usize,
-    width: f64,
-    data_dir: PathBuf,
-    device: &str,
-    matmul: usize,
-    out: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let device = ssa::device::open_device(device)?;
-    if let Some(bad) = ranks.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
-        anyhow::bail!("--ranks {bad} is out of range: expected fractions in (0, 1]");
+/// Runs each bench case in a child process (`ssa bench --rows-json` on that case alone), so that
+/// every case starts from a fresh allocator and its peak resident memory is its own.
+fn run_bench(options: &ssa::bench::BenchOptions, device: &str, matmul: usize, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("failed to locate the ssa executable, which runs the bench cases")?;
+    let mut rows = Vec::new();
+    for case in ssa::bench::cases(options)? {
+        let fraction = case.rank_fraction.unwrap_or(1.0);
+        let output = std::process::Command::new(&exe)
+            .args(["bench", "--rows-json", "--matmul", "0", "--device", device])
+            .args(["--rules", &case.rule, "--models", &case.model, "--ranks", &fraction.to_string()])
+            .args(["--batch-size", &options.batch_size.to_string(), "--steps", &options.steps.to_string()])
+            .args(["--width", &options.width.to_string()])
+            .arg("--data-dir")
+            .arg(&options.data_dir)
+            .output()
+            .with_context(|| format!("cannot start {} for the bench case {} {}", exe.display(), case.rule, case.model))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            anyhow::bail!(
+                "bench case {} on {} failed ({}): {}",
+                case.rule,
+                case.model,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let line = stdout.lines().last().unwrap_or_default();
+        let row: ssa::bench::BenchRow = serde_json::from_str(line)
+            .with_context(|| format!("bench case {} on {} printed no result row: {stdout:?}", case.rule, case.model))?;
+        tracing::info!("{} {} {:?}: {:.0} ms/step, {:.1} images/s", row.rule, row.model, row.rank_fraction, row.ms_per_step, row.images_per_sec);
+        rows.push(row);
     }
-    let options = ssa::bench::BenchOptions { rules, models, rank_fractions: ranks, batch_size, steps: steps.max(1), data_dir, device: device.clone(), width };
-    let rows = ssa::bench::run(&options, |row| {
-        tracing::info!("{} {} {:?}: {:.0} ms/step, {:.1} images/s", row.rule, row.model, row.rank_fraction, row.ms_per_step, row.images_per_sec)
-    })?;
     let mut text = ssa::bench::render(&rows);
     if matmul > 0 {
-        let rate = ssa::bench::matmul_gflops(matmul, &device)?;
+        let rate = ssa::bench::matmul_gflops(matmul, &options.device)?;
         text += &format!("\n{matmul}³ f32 matrix product: {rate:.1} GFLOP/s\n");
     }
     print!("{text}");
     if let Some(path) = out {
         ssa::checkpoint::write_atomically(&path, text.as_bytes())?;
     }
+    Ok(())
+}
+
+/// Runs the bench cases in this process and prints each row as JSON (the child side of
+/// [`run_bench`]).
+fn bench_rows_json(options: &ssa::bench::BenchOptions) -> anyhow::Result<()> {
+    ssa::bench::run(options, |row| {
+        println!("{}", serde_json::to_string(row).expect("a bench row serialises"));
+    })?;
     Ok(())
 }
 
@@ -365,8 +390,20 @@ fn main() -> ExitCode {
             println!("wrote {}", out.display());
             Ok(())
         }),
-        Command::Bench { rules, models, ranks, batch_size, steps, width, data_dir, device, matmul, out } => {
-            run_bench(rules, models, ranks, batch_size, steps, width, data_dir, &device, matmul, out)
+        Command::Bench { rules, models, ranks, batch_size, steps, width, data_dir, device, matmul, out, rows_json } => {
+            let device_name = device.clone();
+            ssa::device::open_device(&device)
+                .map_err(anyhow::Error::from)
+                .and_then(|device| {
+                    if let Some(bad) = ranks.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+                        anyhow::bail!("--ranks {bad} is out of range: expected fractions in (0, 1]");
+                    }
+                    let options = ssa::bench::BenchOptions { rules, models, rank_fractions: ranks, batch_size, steps: steps.max(1), data_dir, device, width };
+                    if rows_json {
+                        return bench_rows_json(&options);
+                    }
+                    run_bench(&options, &device_name, matmul, out)
+                })
         }
         Command::Summary { config, overrides } => Config::load(&config, &overrides)
             .and_then(|config| {
