@@ -1,5 +1,5 @@
-//! The hand-written shift and product kernels against Candle's generic operations, values and
-//! gradients.
+//! The hand-written shift, product and BatchNorm kernels against Candle's generic operations,
+//! values and gradients.
 
 use candle_core::{Device, Tensor, Var};
 use ssa::layers::ops::{generic_shifted_columns, product, shifted_columns};
@@ -96,4 +96,59 @@ fn product_skips_the_gradient_of_a_detached_operand() {
     assert!(grads.get(&detached).is_none(), "the detached operand got a gradient");
     let expected = detached.t().unwrap().matmul(&Tensor::ones((9, 6), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
     assert!(max_abs_diff(grads.get(&b).unwrap(), &expected) < 1e-5);
+}
+
+/// BatchNorm with batch statistics from Candle's generic operations, as the reference.
+fn reference_batch_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Tensor {
+    let mean = x.mean_keepdim(0).unwrap();
+    let centred = x.broadcast_sub(&mean).unwrap();
+    let var = centred.sqr().unwrap().mean_keepdim(0).unwrap();
+    let scale = (var + 1e-5).unwrap().sqrt().unwrap().recip().unwrap().broadcast_mul(&weight.unsqueeze(0).unwrap()).unwrap();
+    let y = centred.broadcast_mul(&scale).unwrap().broadcast_add(&bias.unsqueeze(0).unwrap()).unwrap();
+    if relu {
+        y.relu().unwrap()
+    } else {
+        y
+    }
+}
+
+#[test]
+fn fused_batch_norm_matches_generic() {
+    use ssa::layers::{BatchNorm, WeightSource};
+    let (rows, channels) = (300, 7);
+    for relu in [false, true] {
+        let bn = BatchNorm::new("bn", channels, &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+        bn.weight.set(&(ramp(&[channels], 1.0) + 1.5).unwrap()).unwrap();
+        bn.bias.set(&ramp(&[channels], 0.5)).unwrap();
+        // Channels with different means and scales, so the statistics matter.
+        let x = Var::from_tensor(&(ramp(&[rows, channels], 3.0) + 0.8).unwrap()).unwrap();
+        let weights = ramp(&[rows, channels], 2.0);
+
+        let fused = bn.forward_with_relu(x.as_tensor(), true, relu).unwrap();
+        let reference = reference_batch_norm(x.as_tensor(), bn.weight.as_tensor(), bn.bias.as_tensor(), relu);
+        assert!(max_abs_diff(&fused, &reference) < 1e-5, "relu {relu}");
+
+        let fused_grads = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let reference_grads = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in [("x", &x), ("weight", &bn.weight), ("bias", &bn.bias)] {
+            let expected = reference_grads.get(var).unwrap();
+            let scale: f32 = expected.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            let diff = max_abs_diff(fused_grads.get(var).unwrap(), expected);
+            assert!(diff < 1e-4 * scale.max(1.0), "relu {relu}, gradient of {name}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn fused_batch_norm_updates_running_statistics() {
+    use ssa::layers::{BatchNorm, WeightSource};
+    let bn = BatchNorm::new("bn", 3, &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+    let x = (ramp(&[40, 3], 2.0) + 1.0).unwrap();
+    bn.forward(&x, true).unwrap();
+    let mean = x.mean(0).unwrap();
+    let unbiased = (x.broadcast_sub(&mean).unwrap().sqr().unwrap().sum(0).unwrap() / 39.0).unwrap();
+    let expected_mean = (mean * 0.1).unwrap();
+    let expected_var = ((unbiased * 0.1).unwrap() + 0.9).unwrap();
+    assert!(max_abs_diff(bn.running_mean.as_tensor(), &expected_mean) < 1e-6);
+    assert!(max_abs_diff(bn.running_var.as_tensor(), &expected_var) < 1e-5);
 }

@@ -1,6 +1,10 @@
 //! BatchNorm over the channel (last) axis of NHWC activations.
 
-use candle_core::{Tensor, Var};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Tensor, Var};
+
+use super::kernels::BatchNormTrain;
 
 use super::param::{Param, ParamGroup, WeightSource};
 use crate::error::Result;
@@ -38,9 +42,33 @@ impl BatchNorm {
     /// Normalises with batch statistics (and updates the running ones) when `train`, with the
     /// running statistics otherwise. Works on any shape whose last axis is the channel.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_with_relu(x, train, false)
+    }
+
+    /// Runs [`BatchNorm::forward`], then ReLU when `relu`. In training on the CPU both run as
+    /// one [`BatchNormTrain`] op.
+    pub fn forward_with_relu(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let channels = *dims.last().expect("BatchNorm input has at least one axis");
         let flat = x.reshape(((), channels))?;
+        if train && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let op = BatchNormTrain { relu, eps: EPS, stats: Arc::new(Mutex::new(None)) };
+            let stats = op.stats.clone();
+            let y = flat.contiguous()?.apply_op3(self.weight.as_tensor(), self.bias.as_tensor(), op)?;
+            let stats = stats.lock().expect("BatchNorm statistics lock").clone();
+            let stats = stats.expect("the forward pass saves the statistics");
+            let device = x.device();
+            let mean = Tensor::from_vec(stats.mean, (1, channels), device)?;
+            let var = Tensor::from_vec(stats.var, (1, channels), device)?;
+            self.update_running(&mean, &var, flat.dim(0)?)?;
+            return Ok(y.reshape(dims)?);
+        }
+        let y = self.generic_forward(&flat, train)?.reshape(dims)?;
+        Ok(if relu { y.relu()? } else { y })
+    }
+
+    /// Runs BatchNorm on `[rows, channels]` with Candle's generic operations.
+    fn generic_forward(&self, flat: &Tensor, train: bool) -> Result<Tensor> {
         let (mean, var) = if train {
             let mean = flat.mean_keepdim(0)?;
             let centred = flat.broadcast_sub(&mean)?;
@@ -53,8 +81,7 @@ impl BatchNorm {
             (mean, var)
         };
         let scale = (var + EPS)?.sqrt()?.recip()?.broadcast_mul(&self.weight.unsqueeze(0)?)?;
-        let y = flat.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&self.bias.unsqueeze(0)?)?;
-        Ok(y.reshape(dims)?)
+        Ok(flat.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&self.bias.unsqueeze(0)?)?)
     }
 
     fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {

@@ -21,11 +21,7 @@ impl Unit for ConvUnit {
     }
 
     fn forward_with(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
-        let mut h = self.conv.forward(x, pass)?;
-        if let Some(bn) = &self.bn {
-            h = bn.forward(&h, pass.train)?;
-        }
-        h = h.relu()?;
+        let mut h = bn_relu(&self.bn, self.conv.forward(x, pass)?, pass.train)?;
         if self.pool {
             h = max_pool2(&h)?;
         }
@@ -158,13 +154,21 @@ fn maybe_bn(bn: &Option<BatchNorm>, x: Tensor, train: bool) -> Result<Tensor> {
     }
 }
 
+/// Applies the optional BatchNorm, then ReLU (fused into one op where the BatchNorm can).
+fn bn_relu(bn: &Option<BatchNorm>, x: Tensor, train: bool) -> Result<Tensor> {
+    match bn {
+        Some(bn) => bn.forward_with_relu(&x, train, true),
+        None => Ok(x.relu()?),
+    }
+}
+
 impl Unit for ResidualBlock {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn forward_with(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
-        let h = maybe_bn(&self.bn1, self.conv1.forward(x, pass)?, pass.train)?.relu()?;
+        let h = bn_relu(&self.bn1, self.conv1.forward(x, pass)?, pass.train)?;
         let h = maybe_bn(&self.bn2, self.conv2.forward(&h, pass)?, pass.train)?;
         Ok((h + self.shortcut(x, pass)?)?.relu()?)
     }
