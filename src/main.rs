@@ -368,7 +368,21 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ssa::report::RunSummary>> {
     Ok(dirs.iter().map(|dir| ssa::report::read_run(dir)).collect::<ssa::Result<Vec<_>>>()?)
 }
 
+/// Keeps freed memory in the process for reuse. glibc serves blocks above its mmap threshold
+/// (at most 32 MiB) with fresh pages and unmaps them on free, so every step's activations were
+/// page faults on zeroed pages: 2.9 million of them in a short VGG-13 bench, and about a fifth of
+/// its time. Serving everything from the heap and never trimming it cut that to 0.9 million.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings, and runs before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let log_file = Arc::new(Mutex::new(None));
     init_logging(log_file.clone());
