@@ -152,3 +152,26 @@ fn fused_batch_norm_updates_running_statistics() {
     assert!(max_abs_diff(bn.running_mean.as_tensor(), &expected_mean) < 1e-6);
     assert!(max_abs_diff(bn.running_var.as_tensor(), &expected_var) < 1e-5);
 }
+
+#[test]
+fn max_pool_matches_generic_without_ties() {
+    use ssa::layers::ops::{generic_max_pool2, max_pool2};
+    let x = Var::from_tensor(&ramp(&[2, 6, 4, 5], 1.0)).unwrap();
+    let weights = ramp(&[2, 3, 2, 5], 2.0);
+    let fast = max_pool2(x.as_tensor()).unwrap();
+    let generic = generic_max_pool2(x.as_tensor()).unwrap();
+    assert_eq!(max_abs_diff(&fast, &generic), 0.0);
+
+    let fast_grad = (fast * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    let generic_grad = (generic * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(max_abs_diff(fast_grad.get(&x).unwrap(), generic_grad.get(&x).unwrap()), 0.0);
+}
+
+#[test]
+fn max_pool_gradient_goes_to_one_tied_maximum() {
+    use ssa::layers::ops::max_pool2;
+    let x = Var::from_tensor(&Tensor::zeros((1, 2, 2, 1), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let grads = max_pool2(x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    let grad: Vec<f32> = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(grad, vec![1.0, 0.0, 0.0, 0.0]);
+}

@@ -9,7 +9,7 @@
 //!   tracks no variable. Candle's own product always computes both, so for a unit whose input is
 //!   detached (every unit under ssa, dfa and drtp) a whole input-gradient product was wasted.
 //! - [`BatchNormTrain`] is BatchNorm with batch statistics (and an optional ReLU) in two passes
-//!   each way.
+//!   each way, and [`MaxPool2`] is 2×2 max pooling in one.
 
 use std::sync::{Arc, Mutex};
 
@@ -344,5 +344,77 @@ impl CustomOp3 for BatchNormTrain {
         let grad_weight = weight.track_op().then(|| Tensor::from_vec(grad_weight, channels, device)).transpose()?;
         let grad_bias = bias.track_op().then(|| Tensor::from_vec(grad_bias, channels, device)).transpose()?;
         Ok((grad_x, grad_weight, grad_bias))
+    }
+}
+
+/// Max pooling with a 2×2 window and stride 2 on NHWC input with even height and width.
+///
+/// The gradient goes to the first maximum of each window (row by row), as in PyTorch. Candle's
+/// reductions over a 6-D view send it to every tied maximum instead, which after a ReLU means
+/// all four zeros of a window that the ReLU cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2;
+
+/// Offset, within a 2×2 window of an NHWC input, of the window's first maximum for channel `c`.
+fn window_argmax(x: &[f32], top_left: usize, row: usize, channels: usize, c: usize) -> usize {
+    let candidates = [0, channels, row, row + channels];
+    let mut best = candidates[0];
+    for &offset in &candidates[1..] {
+        if x[top_left + offset + c] > x[top_left + best + c] {
+            best = offset;
+        }
+    }
+    best
+}
+
+impl CustomOp1 for MaxPool2 {
+    fn name(&self) -> &'static str {
+        "max-pool-2"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, "max-pool-2")?;
+        let (n, h, w, c) = layout.shape().dims4()?;
+        let (ho, wo) = (h / 2, w / 2);
+        let row = w * c; // one input row
+        let mut out = vec![0f32; n * ho * wo * c];
+        out.par_chunks_mut(wo * c).enumerate().for_each(|(index, out_row)| {
+            let (sample, i) = (index / ho, index % ho);
+            for j in 0..wo {
+                let top_left = ((sample * h + 2 * i) * w + 2 * j) * c;
+                for channel in 0..c {
+                    let best = window_argmax(x, top_left, row, c, channel);
+                    out_row[j * c + channel] = x[top_left + best + channel];
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, ho, wo, c))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        if !arg.track_op() {
+            return Ok(None);
+        }
+        let (n, h, w, c) = arg.dims4()?;
+        let (ho, wo) = (h / 2, w / 2);
+        let row = w * c;
+        let grad = with_f32(arg, "max-pool-2 backward", |x| {
+            with_f32(grad_res, "max-pool-2 backward", |g| {
+                let mut grad = vec![0f32; x.len()];
+                // Each output row owns two input rows, so the chunks do not overlap.
+                grad.par_chunks_mut(2 * row).enumerate().for_each(|(index, rows)| {
+                    let (sample, i) = (index / ho, index % ho);
+                    let base = (sample * h + 2 * i) * row;
+                    for j in 0..wo {
+                        for channel in 0..c {
+                            let best = window_argmax(x, base + 2 * j * c, row, c, channel);
+                            rows[2 * j * c + best + channel] = g[((sample * ho + i) * wo + j) * c + channel];
+                        }
+                    }
+                });
+                Ok(grad)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(grad, (n, h, w, c), arg.device())?))
     }
 }

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::kernels::{Product, Shift};
+use super::kernels::{MaxPool2, Product, Shift};
 
 /// Selects `count` positions along `dim`, starting at `start` and `stride` apart.
 pub fn strided_narrow(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
@@ -48,7 +48,18 @@ pub fn generic_shifted_columns(x: &Tensor, dim: usize, k: usize, padding: usize,
 }
 
 /// Max pooling with a 2×2 window and stride 2 on NHWC input with even height and width.
+///
+/// On the CPU this runs the [`MaxPool2`] kernel, whose gradient goes to one maximum per window.
+/// Other devices reduce a 6-D view, whose gradient goes to every tied maximum.
 pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1(MaxPool2);
+    }
+    generic_max_pool2(x)
+}
+
+/// [`max_pool2`] from Candle's reductions, for any device.
+pub fn generic_max_pool2(x: &Tensor) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
     x.reshape((n, h / 2, 2, w / 2, 2, c))?.max(4)?.max(2)
 }
