@@ -19,8 +19,8 @@ pub fn strided_narrow(x: &Tensor, dim: usize, start: usize, count: usize, stride
 ///
 /// The result has `count` positions along `dim` and `k × channels` columns, column
 /// `i × channels + c`. A k-wide convolution along `dim` is then one matrix product.
-/// On the CPU, 4-D input with the channel axis last runs the [`Shift`] kernel; other devices
-/// use Candle's generic copies.
+/// On the CPU, 4-D f32 input runs the [`Shift`] kernel. Other devices use Candle's generic
+/// copies.
 pub fn shifted_columns(x: &Tensor, dim: usize, k: usize, padding: usize, stride: usize) -> Result<Tensor> {
     let size = x.dim(dim)?;
     if x.device().is_cpu() && x.rank() == 4 && (1..3).contains(&dim) && x.dtype() == DType::F32 {
@@ -29,7 +29,7 @@ pub fn shifted_columns(x: &Tensor, dim: usize, k: usize, padding: usize, stride:
     generic_shifted_columns(x, dim, k, padding, stride)
 }
 
-/// [`shifted_columns`] from Candle's `pad`, `narrow` and `cat`, for any device and rank.
+/// Computes [`shifted_columns`] with Candle's `pad`, `narrow` and `cat`, for any device and rank.
 pub fn generic_shifted_columns(x: &Tensor, dim: usize, k: usize, padding: usize, stride: usize) -> Result<Tensor> {
     let size = x.dim(dim)?;
     let count = (size + 2 * padding - k) / stride + 1;
@@ -58,7 +58,7 @@ pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
     generic_max_pool2(x)
 }
 
-/// [`max_pool2`] from Candle's reductions, for any device.
+/// Computes [`max_pool2`] with Candle's reductions, for any device.
 pub fn generic_max_pool2(x: &Tensor) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
     x.reshape((n, h / 2, 2, w / 2, 2, c))?.max(4)?.max(2)
@@ -70,8 +70,8 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.reshape((n, h * w, c))?.mean(1)
 }
 
-/// The matrix product `a · b` of 2-D tensors, with no gradient work for an operand that tracks
-/// no variable (a unit's detached input, say).
+/// Multiplies 2-D tensors `a · b`, with no gradient work for an operand that tracks no variable
+/// (a unit's detached input, say).
 pub fn product(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.apply_op2(b, Product)
 }
