@@ -9,12 +9,14 @@
 #   OUT_DIR  where the run directories, report.md and compare.png go (default runs/compare)
 # Environment: DATA_DIR (default ../shared/data/cifar-10-batches-bin), RULES (default all
 # eight), SSA (the binary; default target/release/ssa, built if missing), EXTRA (more --set
-# arguments for every run, for example EXTRA="--set data.train_limit=10000"), SVD_BP_EXTRA
-# (more --set arguments for svd_bp alone; default "--set train.lr_factors=1e-2").
+# arguments for every run, for example EXTRA="--set data.train_limit=10000"), SSA_EXTRA and
+# SVD_BP_EXTRA (more --set arguments for ssa or svd_bp alone; SVD_BP_EXTRA defaults to
+# "--set train.lr_factors=1e-2").
 #
-# svd_bp gets its own factor rate: the config's 3e-2 was probed for SSA, and svd_bp diverged
-# with it after 200 steps on 12,500 images, while 1e-2 reached 34.5% test top-1 there
-# (docs/tuning.md).
+# The config retracts U and V every 10 SSA steps (method.retract_every), a key that only ssa
+# takes, so the script sets it to 0 for the other rules. svd_bp gets its own factor rate: it
+# diverged with the config's 3e-2 after 200 steps on 12,500 images, while 1e-2 reached 34.5%
+# test top-1 there (docs/tuning.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +34,11 @@ for rule in $rules; do
     echo "== $rule: already trained in $out/$rule, skipping (delete it to train again)"
   else
     echo "== $rule: training $epochs epochs ($(date -u +%H:%M:%S) UTC)"
-    rule_extra=""
-    [ "$rule" = svd_bp ] && rule_extra=${SVD_BP_EXTRA-"--set train.lr_factors=1e-2"}
+    case $rule in
+      ssa) rule_extra=${SSA_EXTRA:-} ;;
+      svd_bp) rule_extra="--set method.retract_every=0 ${SVD_BP_EXTRA-"--set train.lr_factors=1e-2"}" ;;
+      *) rule_extra="--set method.retract_every=0" ;;
+    esac
     # shellcheck disable=SC2086
     "$ssa" train --config configs/cifar10_lenet.toml --data-dir "$data_dir" --out "$out/$rule" \
       --set "method.rule=\"$rule\"" --set "experiment.name=\"lenet_$rule\"" \
