@@ -4,7 +4,8 @@
 //! share of the step spent in the forward pass, the backward pass and the optimiser update, and
 //! the peak resident memory of the case. Achieved GFLOP/s counts a training step as three times
 //! the inference FLOPs at the current ranks (forward, and two products per weight backward), as
-//! is usual. A local rule that skips an input gradient does less work than that.
+//! is usual, plus the products of the SVD layers' orthogonality and projection terms. A local
+//! rule that skips an input gradient does less work than that.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -141,7 +142,7 @@ fn measure(options: &BenchOptions, batch: &Batch, rule_name: &str, arch: &str, f
     let forward_seconds = (forward / steps).min(compute / steps);
     let backward_seconds = compute / steps - forward_seconds;
     let cost = model_cost(&model);
-    let train_flops = 3.0 * 2.0 * cost.macs as f64 * options.batch_size as f64;
+    let train_flops = 3.0 * 2.0 * cost.macs as f64 * options.batch_size as f64 + factor_flops(&model, &config);
     Ok(BenchRow {
         rule: rule_name.to_string(),
         model: arch.to_string(),
@@ -154,6 +155,22 @@ fn measure(options: &BenchOptions, batch: &Batch, rule_name: &str, arch: &str, f
         update_share: update / steps / step_seconds,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+/// Returns the FLOPs per step of the factor terms of the SVD layers, which do not depend on the
+/// batch: for each of U and V (`n × r`), the Gram matrix `XᵀX` and the product `X (XᵀX − I)` of
+/// the orthogonality gradient, plus `XᵀG` and `X sym(XᵀG)` of the Stiefel projection when it is
+/// on. Each costs `2 n r²`.
+fn factor_flops(model: &Model, config: &Config) -> f64 {
+    let products = if config.method.stiefel_projection { 4.0 } else { 2.0 };
+    model
+        .svd_layers()
+        .into_iter()
+        .map(|f| {
+            let r2 = (f.rank() * f.rank()) as f64;
+            products * 2.0 * (f.rows() + f.cols()) as f64 * r2
+        })
+        .sum()
 }
 
 /// Measures the matrix-product rate of the device on `size`³ f32 products, in GFLOP/s.
