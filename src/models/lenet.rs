@@ -3,7 +3,7 @@
 //! of 120 and 84 units and the classifier. On 32×32 input the features are 16×5×5, on 28×28
 //! input 16×4×4. The kernel size is fixed at 5; `model.kernel_size` does not apply.
 
-use super::units::{ConvUnit, LinearInput, LinearUnit};
+use super::units::{fc_stack, ConvUnit};
 use super::{scaled, Blueprint, Unit};
 use crate::error::Result;
 use crate::layers::WeightSource;
@@ -26,23 +26,7 @@ pub fn build(bp: &Blueprint, source: &mut WeightSource) -> Result<Vec<Box<dyn Un
         side = (side - KERNEL + 1) / 2;
     }
 
-    let mut features = side * side * channels;
-    for (index, base) in FC_UNITS.iter().enumerate() {
-        let name = format!("fc{}", index + 1);
-        let out = scaled(*base, bp.model.width);
-        units.push(Box::new(LinearUnit {
-            input: if index == 0 { LinearInput::Flatten } else { LinearInput::Flat },
-            linear: bp.linear(&name, features, out, source)?,
-            relu: true,
-            name,
-        }));
-        features = out;
-    }
-    units.push(Box::new(LinearUnit {
-        name: "classifier".into(),
-        input: LinearInput::Flat,
-        linear: bp.linear("classifier", features, bp.num_classes, source)?,
-        relu: false,
-    }));
+    let widths = FC_UNITS.map(|base| scaled(base, bp.model.width));
+    units.extend(fc_stack(bp, side * side * channels, &widths, source)?);
     Ok(units)
 }

@@ -2,10 +2,10 @@
 
 use candle_core::Tensor;
 
-use super::Unit;
+use super::{Blueprint, Unit};
 use crate::error::Result;
 use crate::layers::ops::{global_avg_pool, max_pool2};
-use crate::layers::{BatchNorm, Conv2d, LayerRef, Linear, Param, Pass, SvdFactors};
+use crate::layers::{BatchNorm, Conv2d, LayerRef, Linear, Param, Pass, SvdFactors, WeightSource};
 
 /// Convolution pair, optional BatchNorm, ReLU, optional 2×2 max pooling.
 pub struct ConvUnit {
@@ -51,6 +51,30 @@ impl Unit for ConvUnit {
         tensors.extend(self.bn.iter().flat_map(|bn| bn.named_tensors()));
         tensors
     }
+}
+
+/// Builds fully connected ReLU units `fc1, fc2, …` of the given widths on the flattened
+/// `features`, then the linear classifier.
+pub fn fc_stack(bp: &Blueprint, features: usize, widths: &[usize], source: &mut WeightSource) -> Result<Vec<Box<dyn Unit>>> {
+    let mut units: Vec<Box<dyn Unit>> = Vec::new();
+    let mut features = features;
+    for (index, &width) in widths.iter().enumerate() {
+        let name = format!("fc{}", index + 1);
+        units.push(Box::new(LinearUnit {
+            input: if index == 0 { LinearInput::Flatten } else { LinearInput::Flat },
+            linear: bp.linear(&name, features, width, source)?,
+            relu: true,
+            name,
+        }));
+        features = width;
+    }
+    units.push(Box::new(LinearUnit {
+        name: "classifier".into(),
+        input: if widths.is_empty() { LinearInput::Flatten } else { LinearInput::Flat },
+        linear: bp.linear("classifier", features, bp.num_classes, source)?,
+        relu: false,
+    }));
+    Ok(units)
 }
 
 /// Reshaping of a linear unit's input.
