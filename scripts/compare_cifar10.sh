@@ -7,31 +7,60 @@
 #            50,000 images takes about 2 minutes per rule, so the default needs 80 to 90 minutes
 #            for the eight rules.
 #   OUT_DIR  where the run directories, report.md and compare.png go (default runs/compare)
-# Environment: DATA_DIR (default ../shared/data/cifar-10-batches-bin), RULES (default all
-# eight), SSA (the binary; default target/release/ssa, built if missing), EXTRA (more --set
-# arguments for every run, for example EXTRA="--set data.train_limit=10000"), SSA_EXTRA and
-# SVD_BP_EXTRA (more --set arguments for ssa or svd_bp alone; SVD_BP_EXTRA defaults to
-# "--set train.lr_factors=1e-2").
+# A rule whose run in OUT_DIR has all EPOCHS epochs is skipped, and an unfinished one (after
+# Ctrl-C, say) is resumed, so running the script again completes the comparison.
+#
+# Environment:
+#   DATA_DIR      CIFAR-10 binary directory. Unset, the config's data/cifar-10-batches-bin is
+#                 used and downloaded if missing.
+#   RULES         rules to train (default: all eight).
+#   SSA           the binary (default target/release/ssa, built if missing).
+#   EXTRA         more --set arguments for every run, e.g. EXTRA="--set data.train_limit=10000".
+#   SSA_EXTRA, SVD_BP_EXTRA
+#                 more --set arguments for ssa or svd_bp alone. SVD_BP_EXTRA defaults to
+#                 "--set train.lr_factors=1e-2".
 #
 # The config retracts U and V every 10 SSA steps (method.retract_every), a key that only ssa
 # takes, so the script sets it to 0 for the other rules. svd_bp gets its own factor rate: it
 # diverged with the config's 3e-2 after 200 steps on 12,500 images, while 1e-2 reached 34.5%
 # test top-1 there (docs/tuning.md).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
+case ${1:-} in
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
+cd "$(dirname "$0")/.."
 epochs=${1:-5}
+if ! [[ $epochs =~ ^[1-9][0-9]*$ ]]; then
+  echo "invalid EPOCHS '$epochs': expected a positive integer (see --help)" >&2
+  exit 2
+fi
 out=${2:-runs/compare}
-data_dir=${DATA_DIR:-../shared/data/cifar-10-batches-bin}
+data_args=()
+[ -n "${DATA_DIR:-}" ] && data_args=(--data-dir "$DATA_DIR")
 rules=${RULES:-"bp ssa usf brsf svd_bp fa dfa drtp"}
 ssa=${SSA:-target/release/ssa}
 [ -x "$ssa" ] || cargo build --release --locked
 mkdir -p "$out"
 
+# Prints the newest run directory of a rule, if any.
+latest_run() {
+  ls -d "$out/$1"/*/ 2>/dev/null | tail -n 1 || true
+}
+
 runs=()
 for rule in $rules; do
-  if ls -d "$out/$rule"/*/checkpoints/last.safetensors >/dev/null 2>&1; then
-    echo "== $rule: already trained in $out/$rule, skipping (delete it to train again)"
+  run=$(latest_run "$rule")
+  trained=""
+  [ -n "$run" ] && trained=$(tail -n 1 "$run/metrics.csv" 2>/dev/null | cut -d, -f1)
+  if [ "$trained" = "$epochs" ]; then
+    echo "== $rule: already trained for $epochs epochs in $run, skipping (delete it to train again)"
+  elif [ -n "$run" ] && [ -f "$run/checkpoints/last.safetensors" ]; then
+    echo "== $rule: resuming $run ($(date -u +%H:%M:%S) UTC)"
+    "$ssa" train --resume "$run" "${data_args[@]}" --set "train.epochs=$epochs" 2>&1 | grep -v "^\s*$" | tail -n 3
   else
     echo "== $rule: training $epochs epochs ($(date -u +%H:%M:%S) UTC)"
     case $rule in
@@ -40,11 +69,11 @@ for rule in $rules; do
       *) rule_extra="--set method.retract_every=0" ;;
     esac
     # shellcheck disable=SC2086
-    "$ssa" train --config configs/cifar10_lenet.toml --data-dir "$data_dir" --out "$out/$rule" \
+    "$ssa" train --config configs/cifar10_lenet.toml "${data_args[@]}" --out "$out/$rule" \
       --set "method.rule=\"$rule\"" --set "experiment.name=\"lenet_$rule\"" \
       --set "train.epochs=$epochs" ${EXTRA:-} $rule_extra 2>&1 | grep -v "^\s*$" | tail -n 3
   fi
-  runs+=("$(ls -d "$out/$rule"/*/ | tail -n 1)")
+  runs+=("$(latest_run "$rule")")
 done
 
 "$ssa" report "${runs[@]}" | tee "$out/report.md"
