@@ -61,7 +61,7 @@ fn accuracy_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Sh
         .draw()
         .map_err(plot_error)?;
     for (index, run) in runs.iter().enumerate() {
-        let colour = Palette99::pick(index).to_rgba();
+        let colour = series_colour(index);
         let points: Vec<(f64, f64)> = run.curve.iter().map(|(e, a)| (*e as f64, 100.0 * a)).collect();
         // A one-point line draws nothing (and resvg warns about it); the marker shows the point.
         let line = if points.len() > 1 { points.clone() } else { Vec::new() };
@@ -81,6 +81,25 @@ fn accuracy_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Sh
         .position(SeriesLabelPosition::LowerRight)
         .draw()
         .map_err(plot_error)
+}
+
+/// Returns the colour of series `index`: the ten Tableau colours in turn, all dark enough to
+/// read on white (plotters' larger palette has near-white entries).
+fn series_colour(index: usize) -> RGBAColor {
+    const TABLEAU: [(u8, u8, u8); 10] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    let (r, g, b) = TABLEAU[index % TABLEAU.len()];
+    RGBColor(r, g, b).to_rgba()
 }
 
 fn angle_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, runs: &[RunSummary]) -> Result<()> {
@@ -110,14 +129,19 @@ fn angle_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift
             if points.iter().all(|(_, a)| *a < 0.01) {
                 continue;
             }
-            let colour = Palette99::pick(series).to_rgba();
+            let colour = series_colour(series);
             series += 1;
-            let line: Vec<(f64, f64)> = points.iter().map(|(s, a)| (*s as f64, a.min(90.0))).collect();
+            let points: Vec<(f64, f64)> = points.iter().map(|(s, a)| (*s as f64, a.min(90.0))).collect();
+            // A single measurement gets a marker, since a one-point line draws nothing.
+            let (line, markers) = if points.len() > 1 { (points, Vec::new()) } else { (Vec::new(), points) };
             chart
                 .draw_series(LineSeries::new(line, colour.stroke_width(2)))
                 .map_err(plot_error)?
                 .label(format!("{}: {layer}", label(run)))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            chart
+                .draw_series(markers.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+                .map_err(plot_error)?;
         }
     }
     chart
