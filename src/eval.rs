@@ -10,7 +10,7 @@ use crate::summary::cost_table;
 use crate::checkpoint;
 use crate::data::{load_split, BatchLoader, DatasetKind, Normalization, Split};
 use crate::device::open_device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::evaluate;
 
 /// Options of `ssa eval`; `None` takes the value stored in the checkpoint's config.
@@ -48,7 +48,12 @@ pub struct EvalReport {
 pub fn evaluate_checkpoint(path: &Path, options: &EvalOptions) -> Result<EvalReport> {
     let config_device = String::from("cpu");
     let device = open_device(options.device.as_ref().unwrap_or(&config_device))?;
-    let checkpoint = checkpoint::load(path, &device)?;
+    // A run directory stands for its last checkpoint, as with `ssa train --resume`.
+    let path = if path.is_dir() { crate::train::resume_paths(path)?.1 } else { path.to_path_buf() };
+    if !path.exists() {
+        return Err(Error::checkpoint(&path, "not found: pass a checkpoint file or a run directory"));
+    }
+    let checkpoint = checkpoint::load(&path, &device)?;
     let config = &checkpoint.meta.config;
     let model = checkpoint.build_model(&device)?;
 

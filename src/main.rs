@@ -31,8 +31,8 @@ enum Command {
         config: Option<PathBuf>,
         /// Continue an interrupted or finished run: its directory, or a checkpoint inside its
         /// checkpoints/ folder. Only train.epochs, train.device, train.eval_every,
-        /// train.checkpoint_every, train.on_nan, the data.dir and data.download keys and
-        /// experiment.out_dir may change.
+        /// train.checkpoint_every, train.on_nan, the data.dir and data.download keys,
+        /// experiment.out_dir and the diagnostics keys may change.
         #[arg(long, value_name = "RUN_DIR|CKPT")]
         resume: Option<PathBuf>,
         /// Override a config key by its dotted path with a TOML value, for example
@@ -127,8 +127,9 @@ enum Command {
     },
     /// Evaluate a checkpoint on the test set; the model is rebuilt from the checkpoint alone.
     Eval {
-        /// Checkpoint written by `ssa train` (<run>/checkpoints/last.safetensors or best.safetensors).
-        #[arg(long, value_name = "FILE")]
+        /// Checkpoint written by `ssa train` (<run>/checkpoints/last.safetensors or
+        /// best.safetensors), or a run directory for its last checkpoint.
+        #[arg(long, value_name = "FILE|RUN_DIR")]
         ckpt: PathBuf,
         /// Dataset directory (default: data.dir stored in the checkpoint).
         #[arg(long, value_name = "DIR")]
@@ -340,7 +341,7 @@ fn run_bench(options: &ssa::bench::BenchOptions, device: &str, matmul: usize, ou
         let line = stdout.lines().last().unwrap_or_default();
         let row: ssa::bench::BenchRow = serde_json::from_str(line)
             .with_context(|| format!("bench case {} on {} printed no result row: {stdout:?}", case.rule, case.model))?;
-        tracing::info!("{} {} {:?}: {:.0} ms/step, {:.1} images/s", row.rule, row.model, row.rank_fraction, row.ms_per_step, row.images_per_sec);
+        tracing::info!("{} {} {}: {:.0} ms/step, {:.1} images/s", row.rule, row.model, row.rank_label(), row.ms_per_step, row.images_per_sec);
         rows.push(row);
     }
     let mut text = ssa::bench::render(&rows);

@@ -108,4 +108,10 @@ fn report_and_plot_compare_two_real_runs() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!((report["test_top1"].as_f64().unwrap() - logged).abs() < 1e-6);
     assert_eq!(report["rule"], "bp");
+
+    // The run directory stands for its last checkpoint.
+    let output = ssa().args(["eval", "--json", "--ckpt"]).arg(&bp).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let from_dir: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(from_dir["test_top1"], report["test_top1"]);
 }
