@@ -56,6 +56,17 @@ pub struct BenchRow {
     pub peak_rss_mib: Option<f64>,
 }
 
+impl BenchRow {
+    /// Returns the rank column: `full`, a percentage of full rank, or `dense`.
+    pub fn rank_label(&self) -> String {
+        match self.rank_fraction {
+            Some(f) if f >= 1.0 => "full".to_string(),
+            Some(f) => format!("{:.0}%", 100.0 * f),
+            None => "dense".to_string(),
+        }
+    }
+}
+
 /// Resets the peak resident memory that `/proc/self/status` reports (Linux), so that each case
 /// measures its own peak.
 fn reset_peak_rss() {
@@ -236,15 +247,11 @@ pub fn render(rows: &[BenchRow]) -> String {
          | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for row in rows {
-        let rank = match row.rank_fraction {
-            Some(f) if f >= 1.0 => "full".to_string(),
-            Some(f) => format!("{:.0}%", 100.0 * f),
-            None => "dense".to_string(),
-        };
         out += &format!(
-            "| {} | {} | {rank} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.0}% | {:.0}% | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.0}% | {:.0}% | {} |\n",
             row.rule,
             row.model,
+            row.rank_label(),
             row.ms_per_step,
             row.images_per_sec,
             row.gflops,

@@ -369,11 +369,15 @@ impl Config {
 
         let r = &self.rank;
         one_of("rank.schedule", &r.schedule, RANK_SCHEDULES)?;
-        for (key, set) in [("method.alpha", me.alpha != 1.0), ("method.retract_every", me.retract_every != 0)] {
+        let ssa_only = [
+            ("method.alpha", me.alpha != 1.0, me.alpha.to_string(), "1"),
+            ("method.retract_every", me.retract_every != 0, me.retract_every.to_string(), "0"),
+        ];
+        for (key, set, value, neutral) in ssa_only {
             if set && me.rule != "ssa" {
                 return Err(Error::Config(format!(
-                    "key `{key}` applies only to rule \"ssa\", but method.rule = \"{}\": remove \
-                     the key or use rule ssa",
+                    "key `{key}` = {value} applies only to rule \"ssa\", but method.rule = \"{}\": \
+                     set it to {neutral} (`--set {key}={neutral}`) or use rule ssa",
                     me.rule
                 )));
             }

@@ -359,7 +359,7 @@ pub fn resume(config: &Config, run_dir: &Path, checkpoint_path: &Path) -> Result
     let differing = saved.meta.config.incompatible_keys(config);
     if !differing.is_empty() {
         return Err(Error::Config(format!(
-            "cannot resume {} with a different model, rule or schedule; differing keys: {}. \
+            "cannot resume {} with a different training setup; differing keys: {}. \
              Only {} may change; start a new run for anything else",
             run_dir.display(),
             differing.join(", "),

@@ -42,7 +42,7 @@ fn real_batch(kind: DatasetKind, dir: &str, n: usize) -> Batch {
 }
 
 fn lenet_config(rule: &str) -> Config {
-    let mut overrides = vec![
+    let overrides = vec![
         format!("method.rule=\"{rule}\""),
         "model.arch=\"lenet\"".to_string(),
         "model.batch_norm=false".to_string(),

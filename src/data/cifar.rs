@@ -50,6 +50,15 @@ impl DatasetKind {
         }
     }
 
+    /// Returns the dataset's usual written name, for messages.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Cifar10 => "CIFAR-10",
+            Self::Cifar100 => "CIFAR-100",
+            Self::FashionMnist => "Fashion-MNIST",
+        }
+    }
+
     /// Config name.
     pub fn name(self) -> &'static str {
         match self {
@@ -248,8 +257,9 @@ fn check_size(kind: DatasetKind, path: &PathBuf, size: usize) -> Result<()> {
         return Err(Error::data(
             path,
             format!(
-                "truncated or not a {kind:?} binary file: {size} bytes is not a whole number of \
-                 {record}-byte records; download and extract the official archive again"
+                "truncated or not a {} binary file: {size} bytes is not a whole number of \
+                 {record}-byte records; download and extract the official archive again",
+                kind.title()
             ),
         ));
     }
@@ -273,8 +283,9 @@ fn read_records(kind: DatasetKind, path: &PathBuf, take: usize, out: &mut Datase
             return Err(Error::data(
                 path,
                 format!(
-                    "record {index} has label {label}, but {kind:?} has {} classes: the file is \
+                    "record {index} has label {label}, but {} has {} classes: the file is \
                      corrupt or belongs to another dataset",
+                    kind.title(),
                     out.num_classes
                 ),
             ));

@@ -174,7 +174,7 @@ fn extract(kind: DatasetKind, archive: &Path, staging: &Path, target: &Path) -> 
             if !extracted.join(&name).is_file() {
                 return Err(Error::data(
                     archive,
-                    format!("the archive lacks {}/{name}: it is not the {kind:?} binary archive", kind.official_dir_name()),
+                    format!("the archive lacks {}/{name}: it is not the {} binary archive", kind.official_dir_name(), kind.title()),
                 ));
             }
         }
