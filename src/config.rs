@@ -303,8 +303,18 @@ impl Config {
         if overrides.is_empty() {
             return Ok(from_file);
         }
-        Self::from_toml_str(&text, overrides)
-            .map_err(|e| Error::Config(format!("--set {}: {}", overrides.join(" "), strip_prefix(&e))))
+        Self::from_toml_str(&text, overrides).map_err(|e| {
+            let message = strip_prefix(&e);
+            // Name only the overrides that the message is about, when it names any: the
+            // command adds some of its own (from --data-dir and --out) that the user never typed.
+            let named: Vec<&str> = overrides
+                .iter()
+                .filter(|item| item.split_once('=').is_some_and(|(key, _)| message.contains(key.trim())))
+                .map(String::as_str)
+                .collect();
+            let shown = if named.is_empty() { overrides.join(" ") } else { named.join(" ") };
+            Error::Config(format!("--set {shown}: {message}"))
+        })
     }
 
     /// Parses TOML text, applies `KEY=VALUE` overrides and validates the result.
@@ -660,5 +670,16 @@ mod tests {
         let config = Config::from_toml_str("[method]\nbeta = 0.5\n", &[]).unwrap();
         let again = Config::from_toml_str(&config.to_toml_string(), &[]).unwrap();
         assert_eq!(config, again);
+    }
+
+    #[test]
+    fn override_error_names_only_the_faulty_override() {
+        let path = std::env::temp_dir().join(format!("ssa-config-test-{}.toml", std::process::id()));
+        std::fs::write(&path, "[train]\nepochs = 2\n").unwrap();
+        let overrides = ["data.dir=\"elsewhere\"".to_string(), "method.rule=\"ssaa\"".to_string()];
+        let text = message(Config::load(&path, &overrides));
+        std::fs::remove_file(&path).unwrap();
+        assert!(text.contains("--set method.rule=\"ssaa\""), "{text}");
+        assert!(!text.contains("data.dir"), "{text}");
     }
 }
