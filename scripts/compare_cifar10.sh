@@ -17,13 +17,11 @@
 #   SSA           the binary (default target/release/ssa, built if missing).
 #   EXTRA         more --set arguments for every run, e.g. EXTRA="--set data.train_limit=10000".
 #   SSA_EXTRA, SVD_BP_EXTRA
-#                 more --set arguments for ssa or svd_bp alone. SVD_BP_EXTRA defaults to
-#                 "--set train.lr_factors=1e-2".
+#                 more --set arguments for ssa or svd_bp alone.
 #
-# The config retracts U and V every 10 SSA steps (method.retract_every), a key that only ssa
-# takes, so the script sets it to 0 for the other rules. svd_bp gets its own factor rate: it
-# diverged with the config's 3e-2 after 200 steps on 12,500 images, while 1e-2 reached 34.5%
-# test top-1 there (docs/tuning.md).
+# The config retracts U and V every 10 steps (method.retract_every), a key that only the SVD
+# rules ssa and svd_bp take, so the script sets it to 0 for the dense rules. Without it both
+# SVD rules diverged within the first epoch on full CIFAR-10 (docs/tuning.md).
 set -euo pipefail
 
 case ${1:-} in
@@ -65,7 +63,7 @@ for rule in $rules; do
     echo "== $rule: training $epochs epochs ($(date -u +%H:%M:%S) UTC)"
     case $rule in
       ssa) rule_extra=${SSA_EXTRA:-} ;;
-      svd_bp) rule_extra="--set method.retract_every=0 ${SVD_BP_EXTRA-"--set train.lr_factors=1e-2"}" ;;
+      svd_bp) rule_extra=${SVD_BP_EXTRA:-} ;;
       *) rule_extra="--set method.retract_every=0" ;;
     esac
     # shellcheck disable=SC2086

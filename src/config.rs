@@ -379,15 +379,16 @@ impl Config {
 
         let r = &self.rank;
         one_of("rank.schedule", &r.schedule, RANK_SCHEDULES)?;
-        let ssa_only = [
-            ("method.alpha", me.alpha != 1.0, me.alpha.to_string(), "1"),
-            ("method.retract_every", me.retract_every != 0, me.retract_every.to_string(), "0"),
+        let restricted = [
+            ("method.alpha", me.alpha != 1.0, me.alpha.to_string(), "1", &["ssa"][..]),
+            ("method.retract_every", me.retract_every != 0, me.retract_every.to_string(), "0", &["ssa", "svd_bp"][..]),
         ];
-        for (key, set, value, neutral) in ssa_only {
-            if set && me.rule != "ssa" {
+        for (key, set, value, neutral, rules) in restricted {
+            if set && !rules.contains(&me.rule.as_str()) {
+                let names = rules.join(" or ");
                 return Err(Error::Config(format!(
-                    "key `{key}` = {value} applies only to rule \"ssa\", but method.rule = \"{}\": \
-                     set it to {neutral} (`--set {key}={neutral}`) or use rule ssa",
+                    "key `{key}` = {value} applies only to rule {names}, but method.rule = \"{}\": \
+                     set it to {neutral} (`--set {key}={neutral}`) or use rule {names}",
                     me.rule
                 )));
             }

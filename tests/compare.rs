@@ -16,7 +16,7 @@ fn ssa() -> Command {
 /// Trains LeNet with `rule` for two epochs on the CIFAR-10 fixture; returns the run directory.
 fn short_run(rule: &str, out: &Path) -> PathBuf {
     let out = out.join(rule);
-    // The config retracts SSA's factors, a key that the other rules reject.
+    // The config retracts the SVD factors, a key that the dense rules reject.
     let retract = if rule == "ssa" { "method.retract_every=10" } else { "method.retract_every=0" };
     // A data directory relative to the working directory, as users type it.
     ssa()

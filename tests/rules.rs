@@ -225,8 +225,8 @@ fn diagnostics_change_nothing_and_cover_every_svd_layer() {
     assert!(angles[4].1 < 60.0, "classifier angle {}", angles[4].1);
 }
 
-/// Dense rules reject a rank schedule, and rules other than ssa reject `alpha` and
-/// `retract_every`, naming the fix.
+/// Dense rules reject a rank schedule and `retract_every`, and rules other than ssa reject
+/// `alpha`, naming the fix.
 #[test]
 fn rules_reject_keys_they_ignore() {
     let error = Config::from_toml_str("", &["method.rule=\"dfa\"".into(), "rank.schedule=\"hybrid\"".into()])
@@ -240,10 +240,38 @@ fn rules_reject_keys_they_ignore() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("method.alpha"), "{error}");
-    let error = Config::from_toml_str("", &["method.rule=\"svd_bp\"".into(), "method.retract_every=5".into()])
+    let error = Config::from_toml_str("", &["method.rule=\"dfa\"".into(), "method.retract_every=5".into()])
         .unwrap_err()
         .to_string();
     assert!(error.contains("method.retract_every"), "{error}");
+    assert!(error.contains("--set method.retract_every=0"), "{error}");
+    assert!(Config::from_toml_str("", &["method.rule=\"svd_bp\"".into(), "method.retract_every=5".into()]).is_ok());
+}
+
+/// svd_bp with `retract_every = 2` leaves U and V orthonormal after every second step.
+#[test]
+fn svd_bp_retracts_factors() {
+    let batch = real_batch(DatasetKind::Cifar10, "cifar10", 32);
+    let mut config = lenet_config("svd_bp");
+    config.method.retract_every = 2;
+    config.train.lr_factors = 0.3;
+    let model = Model::build(&config, &mut WeightSource::init(0, &Device::Cpu)).unwrap();
+    let mut rule = rules::build(&config, &model).unwrap();
+    let mut optimizer = Adam::from_config(&config.train);
+    let lr = StepLr::from_config(&config.train, 1.0);
+    let orth_error = |model: &Model| -> f32 {
+        let factors = &model.svd_layers()[2];
+        let u = factors.u.as_tensor();
+        let gram = u.t().unwrap().matmul(u).unwrap();
+        let eye = Tensor::eye(factors.rank(), candle_core::DType::F32, &Device::Cpu).unwrap();
+        max_abs_diff(&gram, &eye)
+    };
+    rule.step(&model, &batch, &mut optimizer, lr).unwrap();
+    let after_one = orth_error(&model);
+    rule.step(&model, &batch, &mut optimizer, lr).unwrap();
+    let after_two = orth_error(&model);
+    assert!(after_one > 1e-3, "one step at a large rate moves U off orthonormal: {after_one}");
+    assert!(after_two < 1e-4, "the retraction after step two restores it: {after_two}");
 }
 
 /// Every architecture builds in both layer forms, and rejects input it cannot take.

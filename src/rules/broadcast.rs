@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_nn::{encoding::one_hot, loss::cross_entropy, ops::softmax_last_dim};
 
-use super::{count_correct, param_gradient, saved_tensor, LearningRule, Part, StepStats, Update};
+use super::{count_correct, param_gradient, retract, saved_tensor, LearningRule, Part, StepStats, Update};
 use crate::config::MethodConfig;
 use crate::data::Batch;
 use crate::error::Result;
-use crate::linalg::{orthonormalize, Matrix};
 use crate::models::{Model, Unit};
 use crate::rng::{stream_rng, Stream};
 use crate::ssa::feedback::broadcast_matrix;
@@ -133,16 +132,6 @@ impl Broadcast {
         Ok(())
     }
 
-    /// Replaces U and V of every layer by the orthonormal factor of their QR decomposition.
-    fn retract(model: &Model) -> Result<()> {
-        for factors in model.svd_layers() {
-            for var in [&factors.u, &factors.v] {
-                let q = orthonormalize(&Matrix::from_tensor(var.as_tensor())?);
-                var.set(&q.to_tensor(var.device())?)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl LearningRule for Broadcast {
@@ -201,7 +190,7 @@ impl LearningRule for Broadcast {
         self.steps += 1;
         let every = self.loss.retract_every;
         if every > 0 && self.steps % every == 0 {
-            Self::retract(model)?;
+            retract(model)?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_nn::loss::cross_entropy;
 
-use super::{count_correct, param_gradient, LearningRule, StepStats, Update};
+use super::{count_correct, param_gradient, retract, LearningRule, StepStats, Update};
 use crate::data::Batch;
 use crate::error::Result;
 use crate::layers::{LayerRef, Pass};
@@ -46,6 +46,8 @@ pub struct FactorTerms {
     pub gamma: f64,
     pub hoyer: f64,
     pub stiefel_projection: bool,
+    /// Re-orthonormalise U and V every this many steps (0 = never).
+    pub retract_every: usize,
 }
 
 /// An end-to-end rule.
@@ -141,8 +143,12 @@ impl LearningRule for EndToEnd {
         Ok(Update { grads: out, parts, stats })
     }
 
-    fn finish_step(&mut self, _model: &Model) -> Result<()> {
+    fn finish_step(&mut self, model: &Model) -> Result<()> {
         self.steps += 1;
+        let every = self.terms.retract_every;
+        if every > 0 && self.steps % every == 0 {
+            retract(model)?;
+        }
         Ok(())
     }
 

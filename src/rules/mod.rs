@@ -27,6 +27,7 @@ use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::layers::{LayerKind, Param, ParamGroup};
 use crate::models::Model;
+use crate::linalg::{orthonormalize, Matrix};
 use crate::optim::{Adam, StepLr};
 use crate::ssa::stiefel::project_tangent;
 
@@ -195,4 +196,15 @@ pub fn param_gradient(
         return Ok(Some(project_tangent(param.var.as_tensor(), &grad)?));
     }
     Ok(Some(grad))
+}
+
+/// Replaces U and V of every SVD layer by the orthonormal factor of their QR decomposition.
+pub fn retract(model: &Model) -> Result<()> {
+    for factors in model.svd_layers() {
+        for var in [&factors.u, &factors.v] {
+            let q = orthonormalize(&Matrix::from_tensor(var.as_tensor())?);
+            var.set(&q.to_tensor(var.device())?)?;
+        }
+    }
+    Ok(())
 }

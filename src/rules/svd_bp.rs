@@ -14,6 +14,7 @@ pub fn new(config: &MethodConfig, _model: &Model) -> EndToEnd {
         gamma: config.gamma,
         hoyer: config.hoyer,
         stiefel_projection: config.stiefel_projection,
+        retract_every: config.retract_every,
     };
     EndToEnd::new("svd_bp", Box::new(Transposes), terms)
 }
