@@ -9,6 +9,13 @@
 # target/release/ssa, built if missing), PYTHON (an interpreter with torch installed; default
 # python3). Without torch the PyTorch part is skipped with a message.
 set -euo pipefail
+
+case ${1:-} in
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
 cd "$(dirname "$0")/.."
 
 out=${1:-bench-results.md}

@@ -7,7 +7,7 @@
 #            50,000 images takes about 2 minutes per rule, so the default needs 80 to 90 minutes
 #            for the eight rules.
 #   OUT_DIR  where the run directories, report.md and compare.png go (default runs/compare)
-# A rule whose run in OUT_DIR has all EPOCHS epochs is skipped, and an unfinished one (after
+# A rule whose run in OUT_DIR has EPOCHS epochs or more is skipped, and an unfinished one (after
 # Ctrl-C, say) is resumed, so running the script again completes the comparison.
 #
 # Environment:
@@ -54,8 +54,8 @@ for rule in $rules; do
   run=$(latest_run "$rule")
   trained=""
   [ -n "$run" ] && trained=$(tail -n 1 "$run/metrics.csv" 2>/dev/null | cut -d, -f1)
-  if [ "$trained" = "$epochs" ]; then
-    echo "== $rule: already trained for $epochs epochs in $run, skipping (delete it to train again)"
+  if [[ $trained =~ ^[0-9]+$ ]] && [ "$trained" -ge "$epochs" ]; then
+    echo "== $rule: already trained for $trained epochs in $run, skipping (delete it to train again)"
   elif [ -n "$run" ] && [ -f "$run/checkpoints/last.safetensors" ]; then
     echo "== $rule: resuming $run ($(date -u +%H:%M:%S) UTC)"
     "$ssa" train --resume "$run" "${data_args[@]}" --set "train.epochs=$epochs" 2>&1 | grep -v "^\s*$" | tail -n 3

@@ -9,9 +9,9 @@ Times, at batch 128 on 32x32 input with VGG-13 widths, in f32 on the CPU:
     tangent projection, and Adam applies the update;
   - a 2048^3 matrix product, for the machine's rate.
 
-Optional: `python3 -m venv torch-venv && torch-venv/bin/pip install torch numpy` (PyPI's
+Optional: `python3 -m venv ../torch-venv && ../torch-venv/bin/pip install torch numpy` (PyPI's
 wheel brings CUDA libraries too, about 3 GB on disk; the CPU path does not use them), then
-`torch-venv/bin/python scripts/torch_reference.py --threads 2`. Random inputs stand in for CIFAR-10 images;
+`../torch-venv/bin/python scripts/torch_reference.py --threads 2`. Random inputs stand in for CIFAR-10 images;
 the step time does not depend on pixel values.
 """
 

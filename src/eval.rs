@@ -49,9 +49,9 @@ pub fn evaluate_checkpoint(path: &Path, options: &EvalOptions) -> Result<EvalRep
     let config_device = String::from("cpu");
     let device = open_device(options.device.as_ref().unwrap_or(&config_device))?;
     // A run directory stands for its last checkpoint, as with `ssa train --resume`.
-    let path = if path.is_dir() { crate::train::resume_paths(path)?.1 } else { path.to_path_buf() };
+    let path = if path.is_dir() { path.join("checkpoints").join("last.safetensors") } else { path.to_path_buf() };
     if !path.exists() {
-        return Err(Error::checkpoint(&path, "not found: pass a checkpoint file or a run directory"));
+        return Err(Error::checkpoint(&path, "not found: pass a checkpoint file, or a run directory that has checkpoints/last.safetensors"));
     }
     let checkpoint = checkpoint::load(&path, &device)?;
     let config = &checkpoint.meta.config;

@@ -109,12 +109,15 @@ fn angle_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift
         .max()
         .unwrap_or(1)
         .max(1);
+    // Angles run from 0 to 180°: show 0–90° unless an update points away from the gradient.
+    let largest = runs.iter().flat_map(|r| r.angles.iter().flat_map(|(_, points)| points.iter().map(|(_, a)| *a))).fold(0f64, f64::max);
+    let max_angle = if largest > 90.0 { 180.0 } else { 90.0 };
     let mut chart = ChartBuilder::on(area)
         .caption("Angle between the rule's update and the BP gradient, per layer", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..max_step as f64, 0f64..90f64)
+        .build_cartesian_2d(0f64..max_step as f64, 0f64..max_angle)
         .map_err(plot_error)?;
     chart
         .configure_mesh()
@@ -131,7 +134,7 @@ fn angle_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift
             }
             let colour = series_colour(series);
             series += 1;
-            let points: Vec<(f64, f64)> = points.iter().map(|(s, a)| (*s as f64, a.min(90.0))).collect();
+            let points: Vec<(f64, f64)> = points.iter().map(|(s, a)| (*s as f64, *a)).collect();
             // A single measurement gets a marker, since a one-point line draws nothing.
             let (line, markers) = if points.len() > 1 { (points, Vec::new()) } else { (Vec::new(), points) };
             chart
