@@ -3,9 +3,9 @@
 # `ssa report` table and the `ssa plot` figure of the runs.
 #
 # Usage: scripts/compare_cifar10.sh [EPOCHS] [OUT_DIR]
-#   EPOCHS   epochs per rule (default 5). Estimate for 2 idle CPU cores: one LeNet epoch of
-#            50,000 images takes about 2 minutes per rule, so the default needs 80 to 90 minutes
-#            for the eight rules.
+#   EPOCHS   epochs per rule (default 5). One LeNet epoch of 50,000 images took 1 to 3.5
+#            minutes per rule on 2 shared cores (ssa the slowest), and the default 105 minutes
+#            for the eight rules (docs/results.md).
 #   OUT_DIR  where the run directories, report.md and compare.png go (default runs/compare)
 # A rule whose run in OUT_DIR has EPOCHS epochs or more is skipped, and an unfinished one (after
 # Ctrl-C, say) is resumed, so running the script again completes the comparison.
