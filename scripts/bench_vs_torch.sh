@@ -4,10 +4,14 @@
 # file. Run it on an otherwise idle machine.
 #
 # Usage: scripts/bench_vs_torch.sh [OUT]   (default bench-results.md)
-# Environment: DATA_DIR (default ../shared/data/cifar-10-batches-bin), MODELS (default
-# smallconv,resnet32,vgg13), STEPS (timed steps per case, default 2), SSA (the binary; default
-# target/release/ssa, built if missing), PYTHON (an interpreter with torch installed; default
-# python3). Without torch the PyTorch part is skipped with a message.
+#
+# Environment:
+#   DATA_DIR  CIFAR-10 binary directory (default ../shared/data/cifar-10-batches-bin).
+#   MODELS    models to time (default smallconv,resnet32,vgg13).
+#   STEPS     timed steps per case (default 2).
+#   SSA       the binary (default target/release/ssa, built if missing).
+#   PYTHON    an interpreter with torch installed (default python3). Without torch the PyTorch
+#             part is skipped with a message.
 set -euo pipefail
 
 case ${1:-} in

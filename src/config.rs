@@ -312,8 +312,8 @@ impl Config {
                 .filter(|item| item.split_once('=').is_some_and(|(key, _)| message.contains(key.trim())))
                 .map(String::as_str)
                 .collect();
-            let shown = if named.is_empty() { overrides.join(" ") } else { named.join(" ") };
-            Error::Config(format!("--set {shown}: {message}"))
+            let listed = if named.is_empty() { overrides.join(" ") } else { named.join(" ") };
+            Error::Config(format!("--set {listed}: {message}"))
         })
     }
 

@@ -311,7 +311,6 @@ fn run_train(args: TrainArgs, log_file: &Mutex<Option<File>>) -> anyhow::Result<
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Runs each bench case in a child process (`ssa bench --rows-json` on that case alone), so that
 /// every case starts from a fresh allocator and its peak resident memory is its own.
 fn run_bench(options: &ssa::bench::BenchOptions, device: &str, matmul: usize, out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -371,8 +370,8 @@ fn read_runs(dirs: &[PathBuf]) -> anyhow::Result<Vec<ssa::report::RunSummary>> {
 
 /// Keeps freed memory in the process for reuse. glibc serves blocks above its mmap threshold
 /// (at most 32 MiB) with fresh pages and unmaps them on free, so every step's activations were
-/// page faults on zeroed pages: 2.9 million of them in a short VGG-13 bench, and about a fifth of
-/// its time. Serving everything from the heap and never trimming it cut that to 0.9 million.
+/// page faults on zeroed pages. A short VGG-13 bench made 2.9 million of them, about a fifth of
+/// its time, and 0.9 million once everything came from a heap that is never trimmed.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator settings, and runs before any other thread starts.

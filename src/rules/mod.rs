@@ -177,9 +177,9 @@ pub fn saved_tensor(tensors: &HashMap<String, Tensor>, name: &str, expected: &[u
     Ok(saved.clone())
 }
 
-/// The update of `param`: its autograd gradient plus any closed-form gradient in `closed_form`
-/// (keyed by parameter name, and removed from it), projected onto the Stiefel tangent space for
-/// U and V when `stiefel_projection`. `None` when neither source has a gradient for it.
+/// Returns the update of `param`: its autograd gradient plus its closed-form gradient, which is
+/// removed from `closed_form` (keyed by parameter name). U and V are projected onto the Stiefel
+/// tangent space when `stiefel_projection`. Returns `None` when neither source has a gradient.
 pub fn param_gradient(
     param: &Param,
     grads: &GradStore,
